@@ -1,18 +1,48 @@
 //! The directory: domains and accounts, stored as one small file per account so that the CLI
 //! and a running server share it without a daemon, and a change takes effect at the next lookup.
 //!
-//! CONTRACT (bodies are being written; signatures are fixed — other crates code against them):
-//! - Addresses are `local@domain`, compared case-insensitively (stored lowercased).
+//! What it is: the embedded account database of a Hermes box and the only code that checks
+//! passwords. What it is not: a cache (every [`Directory::lookup`] reads the file, so a change
+//! made by `hermes account ...` is seen by a running server at its next lookup), an alias or
+//! routing table (a later issue), or an LDAP client (multi-box deployments, a later issue).
+//!
+//! On disk (`DATA/directory/`, folders 0700, files 0600):
+//!
+//! ```text
+//! lock                                      flock(2)ed exclusively by every writer
+//! domains/<domain>/domain.json              {"domain": "...", "created": <unix seconds>}
+//! domains/<domain>/accounts/<local>.json    one [`Account`] (JSON)
+//! ```
+//!
+//! Invariants:
+//! - Addresses are `local@domain`, compared case-insensitively (stored lowercased). Domains are
+//!   LDH labels (IDNs in their `xn--` A-label form), at most 253 bytes. Local parts are the
+//!   RFC 5321 dot-atom subset `[a-z0-9!#$%&'*=?^_`{|}~.-]` without `/` (a path separator) and
+//!   without `+` (the subaddress separator), no leading, trailing or doubled dot, at most 64
+//!   bytes. So every name is a safe file name, and no valid name starts with `.` (temporary and
+//!   trash files do).
 //! - Passwords are hashed with argon2id (PHC string). [`Directory::authenticate`] is blocking
-//!   (argon2 costs tens of milliseconds): async callers use `spawn_blocking`.
-//! - Every account has a [`UserId`]: random, never reused, the name of its folder in the store,
-//!   so deleting and re-adding an address never resurrects old mail.
-//! - Writes are atomic (temp file, fsync, rename, fsync folder) and serialised by a lock file.
+//!   (argon2 costs tens of milliseconds): async callers use `spawn_blocking`. An unknown login
+//!   costs the same argon2 verification as a known one, so timing does not reveal which
+//!   addresses exist.
+//! - Every account has a [`UserId`]: random (128 bits), never reused, the name of its folder in
+//!   the store, so deleting and re-adding an address never resurrects old mail. A record whose
+//!   `user_id` or `address` does not validate is reported as [`DirectoryError::Corrupt`], never
+//!   used as a path.
+//! - Writes are atomic (temp file, fsync, rename, fsync folder) and serialised by an exclusive
+//!   flock on `lock`; readers take no lock and see either the old or the new file, never a
+//!   partial one. [`Directory::lookup`] is one file read: O(1) in the number of accounts.
 //!
 //! **Architecture Invariant:** only [`Directory::authenticate`] constructs [`Authenticated`].
 
 use crate::secret::Secret;
-use std::path::PathBuf;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::{Algorithm, Argon2, Params, Version};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 /// The store's stable name for an account: 32 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -103,40 +133,3 @@ pub enum AuthError {
     Directory(#[from] DirectoryError),
 }
 
-/// A handle on `DATA/directory`. Cheap to clone; holds no open files.
-#[derive(Debug, Clone)]
-pub struct Directory {
-    root: PathBuf,
-}
-
-impl Directory {
-    /// Opens (creating if missing) the directory under `data`.
-    pub fn open(data: &crate::paths::DataDir) -> Result<Directory, DirectoryError> {
-        let root = data.directory_dir();
-        std::fs::create_dir_all(&root)?;
-        Ok(Directory { root })
-    }
-
-    pub fn root(&self) -> &std::path::Path {
-        &self.root
-    }
-
-    // The following are implemented in this module (signatures fixed):
-    // pub fn add_domain(&self, domain: &str) -> Result<(), DirectoryError>
-    // pub fn remove_domain(&self, domain: &str) -> Result<(), DirectoryError>   // refuses if accounts remain
-    // pub fn list_domains(&self) -> Result<Vec<String>, DirectoryError>        // sorted
-    // pub fn has_domain(&self, domain: &str) -> Result<bool, DirectoryError>
-    // pub fn add_account(&self, address: &str, password: &Secret<String>, quota_bytes: Option<u64>) -> Result<Account, DirectoryError>
-    // pub fn import_account(&self, address: &str, phc_hash: &str, quota_bytes: Option<u64>) -> Result<Account, DirectoryError>
-    // pub fn set_password(&self, address: &str, password: &Secret<String>) -> Result<(), DirectoryError>
-    // pub fn set_quota(&self, address: &str, quota_bytes: u64) -> Result<(), DirectoryError>
-    // pub fn remove_account(&self, address: &str) -> Result<Account, DirectoryError>
-    // pub fn list_accounts(&self, domain: Option<&str>) -> Result<Vec<Account>, DirectoryError>  // sorted by address
-    // pub fn lookup(&self, address: &str) -> Result<Option<Account>, DirectoryError>
-    //     // `user+tag@domain` resolves to `user@domain` (subaddressing)
-    // pub fn authenticate(&self, login: &str, password: &Secret<String>) -> Result<Authenticated, AuthError>
-    //     // blocking; runs argon2 verification even for unknown users (equal timing)
-}
-
-/// Default quota for new accounts: 1 GiB, the seed service's figure rounded up.
-pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;

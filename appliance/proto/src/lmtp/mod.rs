@@ -1,0 +1,1 @@
+//! LMTP protocol codec (placeholder; owned by the lmtp engineer).

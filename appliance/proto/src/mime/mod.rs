@@ -1,0 +1,1 @@
+//! MIME message analysis (placeholder; owned by the mime engineer).
