@@ -1,7 +1,7 @@
 //! The Hermes mail store: the only code that writes mail.
 //!
-//! CONTRACT (signatures are fixed — the IMAP and LMTP services code against them; bodies are
-//! filled in by the store work; see `docs/store-format.md` for the on-disk format):
+//! CONTRACT (signatures are fixed — the IMAP and LMTP services code against them; see
+//! `docs/store-format.md` for the on-disk format, recovery, durability order and replication):
 //!
 //! - **Per-user isolation**: each account's mail lives under `store/users/<user-id>/`; nothing
 //!   one user does touches another user's folder (a message delivered to many users is written
@@ -18,10 +18,35 @@
 //! - Methods are blocking (they fsync): async callers use `spawn_blocking`.
 //! - Mailbox names are UTF-8 with `/` as the hierarchy delimiter; `INBOX` is case-insensitive.
 //!   The IMAP layer converts modified UTF-7 for IMAP4rev1 clients.
+//!
+//! What it is not: an IMAP server (no sequence numbers, no \Recent, no SEARCH: those live in
+//! the session layer above `MailboxView`), nor a quota enforcer (`usage` reports, issue 3 enforces).
+//!
+//! Code map: `store` (lock, user cache, multi-user delivery), `user` (open/recover, group
+//! commit, checkpoints, operations), `state` (in-memory state and record application),
+//! `record` (change-log record schema), `log` (segments and framing), `checkpoint`, `blob`
+//! (message files), `name` (mailbox names), `flags`, `codec` (bounded binary primitives).
 
 use hermes_core::directory::UserId;
 use std::path::Path;
 use std::sync::Arc;
+
+mod blob;
+mod checkpoint;
+mod codec;
+mod flags;
+mod log;
+mod name;
+mod record;
+mod state;
+mod store;
+mod user;
+
+#[cfg(test)]
+mod tests;
+
+pub use name::{MAX_DEPTH as MAX_MAILBOX_DEPTH, MAX_NAME_BYTES as MAX_MAILBOX_NAME_BYTES};
+pub use user::{CHECKPOINT_EVERY, NOTICE_CAPACITY};
 
 /// The hierarchy delimiter of mailbox names.
 pub const DELIMITER: char = '/';
@@ -217,22 +242,24 @@ pub enum StoreError {
 /// The whole store. Cheap to clone (an `Arc` inside); share one per process.
 #[derive(Clone)]
 pub struct Store {
-    // filled in by the store implementation
+    inner: Arc<store::StoreInner>,
 }
 
 impl Store {
     /// Opens (creating if missing) the store at `root`, taking its exclusive lock and
     /// recovering from any crash (torn log tails truncated, orphan files removed).
+    ///
+    /// Store-wide leftovers (the spool) are cleaned here; each user's log and files are
+    /// checked and repaired when that user is first loaded, so opening a store with tens of
+    /// thousands of users costs nothing per user.
     pub fn open(root: &Path, config: StoreConfig) -> Result<Store, StoreError> {
-        let _ = (root, config);
-        unimplemented!("store")
+        Ok(Store { inner: Arc::new(store::open(root, config)?) })
     }
 
     /// One user's store, opened on first use (a new user gets INBOX and [`DEFAULT_MAILBOXES`]).
     /// Every caller for the same user gets the same `Arc`.
     pub fn user(&self, id: &UserId) -> Result<Arc<UserStore>, StoreError> {
-        let _ = id;
-        unimplemented!("store")
+        self.inner.user(id)
     }
 
     /// Delivers one message to many targets: written and compressed once, hard-linked into each
@@ -243,66 +270,58 @@ impl Store {
         internal_date: Option<InternalDate>,
         targets: &[DeliveryTarget],
     ) -> Vec<Result<Appended, StoreError>> {
-        let _ = (raw, internal_date, targets);
-        unimplemented!("store")
+        self.inner.deliver(raw, internal_date, targets)
     }
 }
 
 /// One user's mail. Shared by every session of that user in this process.
 pub struct UserStore {
-    // filled in by the store implementation
+    inner: user::UserInner,
 }
 
 impl UserStore {
     pub fn user_id(&self) -> &UserId {
-        unimplemented!("store")
+        self.inner.user_id()
     }
     /// Notices of every change, for IDLE and for sessions to see each other's changes.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChangeNotice> {
-        unimplemented!("store")
+        self.inner.subscribe()
     }
     /// All mailboxes, INBOX first then by name.
     pub fn list_mailboxes(&self) -> Vec<MailboxInfo> {
-        unimplemented!("store")
+        self.inner.list_mailboxes()
     }
     /// `INBOX` matches case-insensitively; other names exactly.
     pub fn mailbox(&self, name: &str) -> Option<MailboxInfo> {
-        let _ = name;
-        unimplemented!("store")
+        self.inner.mailbox(name)
     }
     /// Creates a mailbox (and any missing parents, RFC 9051 §6.3.4).
     pub fn create_mailbox(&self, name: &str, special_use: Option<SpecialUse>) -> Result<MailboxInfo, StoreError> {
-        let _ = (name, special_use);
-        unimplemented!("store")
+        self.inner.create_mailbox(name, special_use)
     }
     /// Deletes a mailbox and its messages. A mailbox with children: [`StoreError::HasChildren`]
     /// (RFC 9051 allows deleting it as \Noselect; we refuse, as Dovecot does by default).
     pub fn delete_mailbox(&self, name: &str) -> Result<(), StoreError> {
-        let _ = name;
-        unimplemented!("store")
+        self.inner.delete_mailbox(name)
     }
     /// Renames a mailbox and its children. Renaming INBOX moves its messages to the new mailbox
     /// and leaves INBOX empty (RFC 9051 §6.3.6).
     pub fn rename_mailbox(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        let _ = (from, to);
-        unimplemented!("store")
+        self.inner.rename_mailbox(from, to)
     }
     /// Subscriptions may name mailboxes that do not exist (RFC 9051 §6.3.7).
     pub fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<(), StoreError> {
-        let _ = (name, subscribed);
-        unimplemented!("store")
+        self.inner.set_subscribed(name, subscribed)
     }
     pub fn subscriptions(&self) -> Vec<String> {
-        unimplemented!("store")
+        self.inner.subscriptions()
     }
     pub fn view(&self, mailbox: MailboxId) -> Result<MailboxView, StoreError> {
-        let _ = mailbox;
-        unimplemented!("store")
+        self.inner.view(mailbox)
     }
     /// Appends messages atomically (all or none: MULTIAPPEND); returns (uidvalidity, uids).
     pub fn append(&self, mailbox: MailboxId, messages: Vec<NewMessage>) -> Result<(u32, Vec<u32>), StoreError> {
-        let _ = (mailbox, messages);
-        unimplemented!("store")
+        self.inner.append(mailbox, messages)
     }
     /// Changes flags; `unchanged_since` is RFC 7162's UNCHANGEDSINCE. UIDs not in the mailbox are ignored.
     pub fn store_flags(
@@ -313,31 +332,32 @@ impl UserStore {
         flags: &[Flag],
         unchanged_since: Option<u64>,
     ) -> Result<FlagUpdate, StoreError> {
-        let _ = (mailbox, uids, op, flags, unchanged_since);
-        unimplemented!("store")
+        self.inner.store_flags(mailbox, uids, op, flags, unchanged_since)
     }
     /// Copies messages (flags and internal date kept; the file is hard-linked, not rewritten).
     pub fn copy(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<CopyResult, StoreError> {
-        let _ = (from, uids, to);
-        unimplemented!("store")
+        self.inner.copy(from, uids, to)
     }
     /// Moves messages atomically (one change-log record): RFC 6851.
     pub fn move_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<CopyResult, StoreError> {
-        let _ = (from, uids, to);
-        unimplemented!("store")
+        self.inner.move_messages(from, uids, to)
     }
     /// Expunges the messages flagged `\Deleted` (only those among `uids` when given: UID EXPUNGE).
     /// Returns the expunged UIDs in ascending order.
     pub fn expunge(&self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>, StoreError> {
-        let _ = (mailbox, uids);
-        unimplemented!("store")
+        self.inner.expunge(mailbox, uids)
     }
     /// The raw message, decompressed.
     pub fn read_message(&self, mailbox: MailboxId, uid: u32) -> Result<Arc<Vec<u8>>, StoreError> {
-        let _ = (mailbox, uid);
-        unimplemented!("store")
+        self.inner.read_message(mailbox, uid)
     }
     pub fn usage(&self) -> Usage {
-        unimplemented!("store")
+        self.inner.usage()
+    }
+    /// Writes a checkpoint now if anything changed since the last one (added: for a clean
+    /// shutdown or an admin command; the store also checkpoints every
+    /// [`CHECKPOINT_EVERY`] changes and when a user is unloaded).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.inner.checkpoint()
     }
 }
