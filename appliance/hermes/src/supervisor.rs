@@ -1,0 +1,655 @@
+//! `hermes up`: the host-mode supervisor. It prepares the data folder (layout, default config,
+//! self-signed certificate), starts every implemented service as a child process
+//! (`hermes serve <svc> --data DIR`), passes their logs through, publishes where they listen in
+//! `run/endpoints.json`, restarts a crashed service with exponential backoff, answers `status`
+//! on `run/control.sock`, and on SIGTERM/SIGINT stops the children and exits 0.
+//!
+//! What it is not: PID 1 (`hermes init` on the appliance mounts, reaps orphans and applies
+//! config; this runs as an ordinary user on any Linux host), a service (it opens no mail
+//! sockets and reads no mail), or a log store (child log lines go to its stderr unchanged).
+//!
+//! Invariants:
+//! - One supervisor per data folder: `run/supervisor.lock` is flock'ed for its whole life.
+//! - Its stdout is for people (banner, `hermes: ready`, endpoints); its stderr carries only JSON
+//!   lines: the children's own (passed through byte for byte) and its own (`service` =
+//!   `supervisor`). A child line that is not JSON is wrapped in one, never dropped or mixed.
+//! - `run/endpoints.json` is written atomically and only from endpoints files that a live child
+//!   wrote (matching pid), so a reader never sees a port nobody listens on at that moment;
+//!   it is removed on clean shutdown.
+//! - A child never outlives a shutdown by more than [`STOP_TIMEOUT`]: SIGTERM, then SIGKILL.
+//!   Children run in their own process group (a terminal's Ctrl-C reaches only the supervisor,
+//!   which stops them in order) and ask the kernel for SIGTERM if the supervisor dies.
+
+use crate::cli::Service;
+use anyhow::{Context, anyhow, bail};
+use hermes_core::config::Config;
+use hermes_core::ipc::{ControlRequest, ControlResponse, Endpoints, ServiceEndpoints, ServiceState, ServiceStatus};
+use hermes_core::paths::DataDir;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// The services `hermes up` runs, in start order (stopped in reverse).
+pub const SERVICES: [Service; 1] = [Service::Store];
+/// First restart delay after a crash.
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Restart delays double up to this: a broken service is retried twice a minute, not spun.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that ran this long before crashing was healthy: its next restart is immediate-ish
+/// again (the backoff restarts at [`INITIAL_BACKOFF`]).
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// How long a stopping child may take after SIGTERM before SIGKILL: the store lets sessions
+/// finish their current command and flushes; 10 s is ample and keeps Ctrl-C responsive.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A child that has not written its endpoints file by then is stuck: killed and restarted.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a starting child's endpoints file is looked for.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// Longest child log line passed through; the rest of a longer line is cut (and marked).
+pub const MAX_LOG_LINE: usize = 64 * 1024;
+/// Longest control request line; a control client sends `{"op":"status"}`.
+const MAX_CONTROL_LINE: u64 = 4096;
+/// A control connection idle this long is closed.
+const CONTROL_IDLE: Duration = Duration::from_secs(30);
+/// Set in each child's environment: the supervisor's pid, so the child can ask for a
+/// parent-death signal and notice if its parent is already gone.
+pub const SUPERVISOR_PID_ENV: &str = "HERMES_SUPERVISOR_PID";
+
+/// What every task of the supervisor shares.
+struct Shared {
+    data: DataDir,
+    exe: PathBuf,
+    started_at: i64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    services: Vec<ServiceStatus>,
+    /// Endpoints of services that are up, by service name.
+    endpoints: BTreeMap<String, ServiceEndpoints>,
+    merged: Endpoints,
+    /// Whether `hermes: ready` was printed (once every service was up the first time).
+    announced: bool,
+}
+
+impl Shared {
+    fn with_status<R>(&self, name: &str, f: impl FnOnce(&mut ServiceStatus) -> R) -> Option<R> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.services.iter_mut().find(|s| s.name == name).map(f)
+    }
+}
+
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Prints a line for people on stdout; a closed stdout is not an error worth dying for.
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// `hermes up`. Returns the process exit code: 0 after a clean shutdown, 2 for an invalid config.
+pub fn up(data: &DataDir) -> anyhow::Result<ExitCode> {
+    crate::layout::ensure_layout(data)?;
+    let root =
+        std::fs::canonicalize(data.root()).with_context(|| format!("cannot resolve {}", data.root().display()))?;
+    let data = DataDir::new(root);
+    let _lock = lock_supervisor(&data)?;
+
+    let first_start = crate::layout::ensure_default_config(&data)?;
+    let config = match crate::layout::load_config(&data) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hermes: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let _ = hermes_runtime::logging::init_tracing("supervisor");
+
+    match hermes_runtime::tls::ensure_self_signed(&data, &config.hostname) {
+        Ok(true) => say(&format!(
+            "hermes: created a self-signed TLS certificate for {} at {}",
+            config.hostname,
+            data.tls_cert().display()
+        )),
+        Ok(false) => say(&format!("hermes: TLS certificate {}", data.tls_cert().display())),
+        Err(e) => bail!("cannot create the TLS certificate: {e}"),
+    }
+    banner(&data, &config, first_start);
+
+    let exe = std::env::current_exe().context("cannot find the hermes executable")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(supervise_all(data, exe))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes `run/supervisor.lock` (held until the returned value drops) and records our pid in it.
+fn lock_supervisor(data: &DataDir) -> anyhow::Result<Flock<std::fs::File>> {
+    let path = data.run_dir().join("supervisor.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let pid = pid.trim();
+            let who = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
+            bail!("another `hermes up` is already running on {}{who}", data.root().display());
+        }
+        Err((_, e)) => return Err(anyhow!("cannot lock {}: {e}", path.display())),
+    };
+    lock.set_len(0)?;
+    (&*lock).write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(lock)
+}
+
+fn banner(data: &DataDir, config: &Config, first_start: bool) {
+    let dir = data.root().display();
+    if first_start {
+        say(&format!(
+            "hermes: first start; data folder {dir}\n\
+             hermes: wrote the host-mode config {} (edit it and restart to change ports)\n\
+             hermes: to add a mail domain and an account, in another terminal:\n\
+             \x20   hermes --data {dir} domain add example.org\n\
+             \x20   echo 'a-good-password' | hermes --data {dir} account add alice@example.org --password-stdin\n\
+             hermes: then point an IMAP client at {}:{} (plaintext login allowed on loopback)",
+            data.config_file().display(),
+            config.listen,
+            config.imap.port,
+        ));
+    } else {
+        say(&format!("hermes: data folder {dir}"));
+    }
+}
+
+/// Runs the services until SIGTERM or SIGINT, then stops them and cleans `run/`.
+async fn supervise_all(data: DataDir, exe: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first: a signal that arrives while children start must not kill us outright.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    clean_run_dir(&data);
+    let shared = Arc::new(Shared {
+        data: data.clone(),
+        exe,
+        started_at: now_unix(),
+        state: Mutex::new(State {
+            services: SERVICES
+                .iter()
+                .map(|s| ServiceStatus {
+                    name: s.name().to_string(),
+                    pid: None,
+                    state: ServiceState::Starting,
+                    restarts: 0,
+                    started_at: None,
+                    last_exit: None,
+                })
+                .collect(),
+            ..State::default()
+        }),
+    });
+
+    let control_path = data.control_socket();
+    let listener = tokio::net::UnixListener::bind(&control_path)
+        .with_context(|| format!("cannot listen on {}", control_path.display()))?;
+    std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
+    let control = tokio::spawn(control_server(listener, shared.clone()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks: Vec<_> =
+        SERVICES.iter().map(|&svc| (svc, tokio::spawn(supervise(svc, shared.clone(), stop_rx.clone())))).collect();
+    tracing::info!(pid = std::process::id(), data = %data.root().display(), "supervisor started");
+
+    let signal_name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = signal_name, "shutting down");
+    say(&format!("hermes: {signal_name}: stopping services"));
+    let _ = stop_tx.send(true);
+    // Stop in reverse start order; each task enforces its own SIGTERM → SIGKILL deadline.
+    for (svc, task) in tasks.into_iter().rev() {
+        if let Err(e) = task.await {
+            tracing::error!(service = svc.name(), error = %e, "supervision task failed");
+        }
+    }
+    control.abort();
+    clean_run_dir(&data);
+    let _ = std::fs::remove_file(&control_path);
+    tracing::info!("supervisor stopped");
+    say("hermes: stopped");
+    Ok(())
+}
+
+/// Removes what a previous run may have left: merged and per-service endpoint files, the
+/// control socket. Safe because we hold the supervisor lock.
+fn clean_run_dir(data: &DataDir) {
+    let _ = std::fs::remove_file(data.endpoints_file());
+    let _ = std::fs::remove_file(data.control_socket());
+    if let Some(dir) = data.service_endpoints_file("x").parent()
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Waits until the stop flag is set (or its sender is gone, which also means stop).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// How a child ended, for logs and `status`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exit status {code}")
+    } else if let Some(sig) = status.signal() {
+        match Signal::try_from(sig) {
+            Ok(s) => format!("signal {sig} ({})", s.as_str()),
+            Err(_) => format!("signal {sig}"),
+        }
+    } else {
+        status.to_string()
+    }
+}
+
+/// The next restart delay: doubled, capped at [`MAX_BACKOFF`]; back to [`INITIAL_BACKOFF`] when
+/// the crashed process had run for [`BACKOFF_RESET_AFTER`].
+pub fn next_backoff(current: Duration, uptime: Duration) -> (Duration, Duration) {
+    let delay = if uptime >= BACKOFF_RESET_AFTER { INITIAL_BACKOFF } else { current };
+    (delay, (delay * 2).min(MAX_BACKOFF))
+}
+
+/// Supervises one service: start, wait for its endpoints, restart on exit, stop on request.
+async fn supervise(svc: Service, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let name = svc.name();
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let _ = std::fs::remove_file(shared.data.service_endpoints_file(name));
+        let started = Instant::now();
+        let outcome = match spawn_child(svc, &shared) {
+            Ok(child) => run_child(svc, child, &shared, &mut stop).await,
+            Err(e) => {
+                tracing::error!(service = name, error = %e, "cannot start service");
+                Some(format!("not started: {e}"))
+            }
+        };
+        let Some(exit) = outcome else {
+            // Stopped on request.
+            shared.with_status(name, |s| {
+                s.state = ServiceState::Stopped;
+                s.pid = None;
+            });
+            return;
+        };
+        let uptime = started.elapsed();
+        let (delay, next) = next_backoff(backoff, uptime);
+        backoff = next;
+        {
+            let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.endpoints.remove(name);
+            if let Some(s) = state.services.iter_mut().find(|s| s.name == name) {
+                s.state = ServiceState::Backoff;
+                s.pid = None;
+                s.started_at = None;
+                s.last_exit = Some(exit.clone());
+            }
+        }
+        let _ = std::fs::remove_file(shared.data.service_endpoints_file(name));
+        tracing::error!(
+            service = name,
+            exit = %exit,
+            uptime_secs = uptime.as_secs(),
+            restart_in_ms = delay.as_millis() as u64,
+            "service exited; restarting"
+        );
+        say(&format!("hermes: {name} {exit}; restarting in {}s", delay.as_secs_f32()));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut stop) => {
+                shared.with_status(name, |s| s.state = ServiceState::Stopped);
+                return;
+            }
+        }
+        shared.with_status(name, |s| s.restarts += 1);
+    }
+    shared.with_status(name, |s| s.state = ServiceState::Stopped);
+}
+
+fn spawn_child(svc: Service, shared: &Shared) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(&shared.exe);
+    cmd.arg("serve")
+        .arg(svc.name())
+        .arg("--data")
+        .arg(shared.data.root())
+        .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd.spawn()
+}
+
+/// Runs one child to its end. `Some(how it exited)` if it ended by itself (or was killed for not
+/// starting); `None` if it was stopped because the supervisor is shutting down.
+async fn run_child(
+    svc: Service,
+    mut child: tokio::process::Child,
+    shared: &Arc<Shared>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let name = svc.name();
+    let pid = child.id().unwrap_or(0);
+    shared.with_status(name, |s| {
+        s.pid = Some(pid);
+        s.state = ServiceState::Starting;
+        s.started_at = Some(now_unix());
+    });
+    tracing::info!(service = name, pid, "service started");
+    let mut pipes = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pipes.push(tokio::spawn(pass_through(out, name, "stdout")));
+    }
+    if let Some(err) = child.stderr.take() {
+        pipes.push(tokio::spawn(pass_through(err, name, "stderr")));
+    }
+
+    let started = Instant::now();
+    let mut ready = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = stopped(stop) => {
+                shared.with_status(name, |s| s.state = ServiceState::Stopping);
+                stop_child(name, pid, &mut child).await;
+                for p in pipes {
+                    let _ = p.await;
+                }
+                return None;
+            }
+            _ = tokio::time::sleep(READY_POLL), if !ready => {
+                match hermes_runtime::endpoints::read_service_endpoints(&shared.data, name) {
+                    Ok(endpoints) if endpoints.pid == pid => {
+                        ready = true;
+                        service_ready(shared, name, pid, endpoints);
+                    }
+                    _ if started.elapsed() > STARTUP_TIMEOUT => {
+                        tracing::error!(service = name, pid, timeout_secs = STARTUP_TIMEOUT.as_secs(), "service did not start listening; killing it");
+                        let _ = child.start_kill();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    // Drain its last words (a panic message, say) before reporting the exit.
+    for p in pipes {
+        let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
+    }
+    Some(match status {
+        Ok(s) => describe_exit(s),
+        Err(e) => format!("lost: {e}"),
+    })
+}
+
+/// SIGTERM, up to [`STOP_TIMEOUT`], then SIGKILL.
+async fn stop_child(name: &str, pid: u32, child: &mut tokio::process::Child) {
+    if let Ok(p) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
+    match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+        Ok(Ok(status)) => tracing::info!(service = name, pid, exit = %describe_exit(status), "service stopped"),
+        Ok(Err(e)) => tracing::warn!(service = name, pid, error = %e, "service wait failed"),
+        Err(_) => {
+            tracing::warn!(
+                service = name,
+                pid,
+                timeout_secs = STOP_TIMEOUT.as_secs(),
+                "service ignored SIGTERM; killing it"
+            );
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
+/// Records a service as up, rewrites `run/endpoints.json`, and tells the user.
+fn service_ready(shared: &Shared, name: &str, pid: u32, endpoints: ServiceEndpoints) {
+    let (merged, announce, restarted) = {
+        let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.endpoints.insert(name.to_string(), endpoints);
+        state.merged = merge_endpoints(state.endpoints.values());
+        let mut restarted = false;
+        if let Some(s) = state.services.iter_mut().find(|s| s.name == name) {
+            s.state = ServiceState::Running;
+            restarted = s.restarts > 0;
+        }
+        let all_up = state.services.iter().all(|s| s.state == ServiceState::Running);
+        let announce = all_up && !state.announced;
+        if announce {
+            state.announced = true;
+        }
+        (state.merged.clone(), announce, restarted)
+    };
+    let write = serde_json::to_vec_pretty(&merged).map_err(std::io::Error::other).and_then(|mut json| {
+        json.push(b'\n');
+        hermes_runtime::fs::write_atomic(&shared.data.endpoints_file(), &json, 0o644)
+    });
+    if let Err(e) = write {
+        tracing::error!(service = name, error = %e, path = %shared.data.endpoints_file().display(), "cannot write endpoints");
+    }
+    tracing::info!(service = name, pid, endpoints = ?merged, "service ready");
+    if announce {
+        let mut text = String::from("hermes: ready");
+        for (k, v) in &merged {
+            text.push_str(&format!("\n  {k:<12} {v}"));
+        }
+        say(&text);
+    } else if restarted {
+        say(&format!("hermes: {name} is back (pid {pid}); endpoints rewritten"));
+    }
+}
+
+/// The flat `endpoints.json` map: each service's TCP endpoints by protocol, and its unix
+/// sockets as `<name>_socket`.
+pub fn merge_endpoints<'a>(services: impl Iterator<Item = &'a ServiceEndpoints>) -> Endpoints {
+    let mut merged = Endpoints::new();
+    for s in services {
+        for (k, v) in &s.tcp {
+            merged.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &s.unix {
+            merged.insert(format!("{k}_socket"), v.clone());
+        }
+    }
+    merged
+}
+
+/// Copies a child's output to our stderr line by line: JSON lines unchanged, anything else
+/// wrapped in a JSON object naming the service and stream. Lines longer than [`MAX_LOG_LINE`]
+/// are cut.
+async fn pass_through(reader: impl AsyncRead + Unpin, service: &'static str, stream: &'static str) {
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
+        match limited.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        let truncated = !line.ends_with(b"\n");
+        if truncated {
+            // Skip the rest of an overlong line.
+            let mut rest = Vec::new();
+            let _ = (&mut reader).take(u64::MAX).read_until(b'\n', &mut rest).await;
+        }
+        emit_line(&line, service, stream, truncated);
+    }
+}
+
+/// Writes one child line to stderr (one write, so lines never interleave).
+fn emit_line(line: &[u8], service: &str, stream: &str, truncated: bool) {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    if body.is_empty() {
+        return;
+    }
+    let is_json_object =
+        body.first() == Some(&b'{') && !truncated && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    let mut out = if is_json_object {
+        body.to_vec()
+    } else {
+        let mut msg = String::from_utf8_lossy(body).into_owned();
+        if truncated {
+            msg.push('…');
+        }
+        let wrapped = serde_json::json!({
+            "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": if stream == "stderr" { "WARN" } else { "INFO" },
+            "service": service,
+            "stream": stream,
+            "msg": msg,
+        });
+        wrapped.to_string().into_bytes()
+    };
+    out.push(b'\n');
+    let _ = std::io::stderr().lock().write_all(&out);
+}
+
+/// Serves `run/control.sock` until aborted.
+async fn control_server(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(control_session(stream, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn control_session(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_CONTROL_LINE);
+        match tokio::time::timeout(CONTROL_IDLE, limited.read_until(b'\n', &mut line)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        let too_long = !line.ends_with(b"\n");
+        let response = if too_long {
+            ControlResponse { ok: false, error: Some("request too long".into()), ..Default::default() }
+        } else {
+            match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(ControlRequest::Status) => status_response(&shared),
+                Err(e) => ControlResponse { ok: false, error: Some(format!("bad request: {e}")), ..Default::default() },
+            }
+        };
+        let Ok(mut json) = serde_json::to_vec(&response) else { return };
+        json.push(b'\n');
+        if write.write_all(&json).await.is_err() || too_long {
+            return;
+        }
+    }
+}
+
+fn status_response(shared: &Shared) -> ControlResponse {
+    let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    ControlResponse {
+        ok: true,
+        error: None,
+        supervisor_pid: std::process::id(),
+        started_at: shared.started_at,
+        services: state.services.clone(),
+        endpoints: state.merged.clone(),
+    }
+}
+
+/// Called first thing in a supervised child (`hermes serve`): ask for SIGTERM when the
+/// supervisor dies, and exit at once if it already has (the parent changed before we asked).
+pub fn guard_parent_death() -> anyhow::Result<()> {
+    let Ok(expected) = std::env::var(SUPERVISOR_PID_ENV) else { return Ok(()) };
+    let Ok(expected) = expected.parse::<i32>() else { return Ok(()) };
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+    if nix::unistd::getppid() != Pid::from_raw(expected) {
+        bail!("supervisor (pid {expected}) is gone");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut b = INITIAL_BACKOFF;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let (d, n) = next_backoff(b, Duration::from_secs(1));
+            delays.push(d.as_secs());
+            b = n;
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        let (d, n) = next_backoff(b, BACKOFF_RESET_AFTER);
+        assert_eq!((d, n), (INITIAL_BACKOFF, INITIAL_BACKOFF * 2));
+    }
+
+    #[test]
+    fn endpoints_merge_flat() {
+        let mut s = ServiceEndpoints { service: "store".into(), pid: 1, ..Default::default() };
+        s.tcp.insert("imap".into(), "127.0.0.1:10143".into());
+        s.tcp.insert("lmtp".into(), "127.0.0.1:10024".into());
+        s.unix.insert("lmtp".into(), "/d/run/lmtp.sock".into());
+        let m = merge_endpoints([&s].into_iter());
+        assert_eq!(m.get("imap").map(String::as_str), Some("127.0.0.1:10143"));
+        assert_eq!(m.get("lmtp").map(String::as_str), Some("127.0.0.1:10024"));
+        assert_eq!(m.get("lmtp_socket").map(String::as_str), Some("/d/run/lmtp.sock"));
+    }
+
+    #[test]
+    fn exit_descriptions() {
+        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit status 1");
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn control_requests_parse() {
+        assert_eq!(serde_json::from_str::<ControlRequest>(r#"{"op":"status"}"#).unwrap(), ControlRequest::Status);
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"op":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<ControlRequest>("garbage").is_err());
+    }
+}
