@@ -10,6 +10,9 @@ use std::net::IpAddr;
 /// Host-mode IMAP port: design §2 maps ports below 1024 to 10000 + P.
 pub const DEFAULT_IMAP_PORT: u16 = 10143;
 pub const DEFAULT_IMAPS_PORT: u16 = 10993;
+/// POP3 110 and POP3S 995 mapped per design §2.
+pub const DEFAULT_POP3_PORT: u16 = 10110;
+pub const DEFAULT_POP3S_PORT: u16 = 10995;
 /// LMTP has no assigned port; 24 (private mail system) is customary, so 10024 in host mode.
 pub const DEFAULT_LMTP_PORT: u16 = 10024;
 /// 64 KiB: far above any real client's command line (Dovecot allows 64 KiB too), small enough
@@ -40,6 +43,7 @@ pub struct RawConfig {
     pub server: Option<RawServer>,
     pub imap: Option<RawImap>,
     pub lmtp: Option<RawLmtp>,
+    pub pop3: Option<RawPop3>,
     pub limits: Option<RawLimits>,
     pub store: Option<RawStore>,
 }
@@ -65,6 +69,15 @@ pub struct RawImap {
 #[serde(deny_unknown_fields)]
 pub struct RawLmtp {
     pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPop3 {
+    pub port: Option<u16>,
+    pub tls_port: Option<u16>,
+    /// Allow USER/PASS and AUTH without TLS from loopback addresses.
+    pub plaintext_auth_on_loopback: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -95,12 +108,21 @@ pub struct Config {
     pub listen: IpAddr,
     pub imap: ImapConfig,
     pub lmtp: LmtpConfig,
+    pub pop3: Pop3Config,
     pub limits: Limits,
     pub store: StoreSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImapConfig {
+    /// 0 asks the kernel for a free port (tests); the bound port is reported in endpoints.json.
+    pub port: u16,
+    pub tls_port: u16,
+    pub plaintext_auth_on_loopback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pop3Config {
     /// 0 asks the kernel for a free port (tests); the bound port is reported in endpoints.json.
     pub port: u16,
     pub tls_port: u16,
@@ -172,6 +194,7 @@ impl Config {
         let server = raw.server.unwrap_or_default();
         let imap = raw.imap.unwrap_or_default();
         let lmtp = raw.lmtp.unwrap_or_default();
+        let pop3 = raw.pop3.unwrap_or_default();
         let limits = raw.limits.unwrap_or_default();
         let store = raw.store.unwrap_or_default();
 
@@ -237,6 +260,11 @@ impl Config {
                 plaintext_auth_on_loopback: imap.plaintext_auth_on_loopback.unwrap_or(false),
             },
             lmtp: LmtpConfig { port: lmtp.port.unwrap_or(DEFAULT_LMTP_PORT) },
+            pop3: Pop3Config {
+                port: pop3.port.unwrap_or(DEFAULT_POP3_PORT),
+                tls_port: pop3.tls_port.unwrap_or(DEFAULT_POP3S_PORT),
+                plaintext_auth_on_loopback: pop3.plaintext_auth_on_loopback.unwrap_or(false),
+            },
             limits: Limits {
                 max_message_bytes,
                 max_line,

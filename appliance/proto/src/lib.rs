@@ -14,3 +14,4 @@
 pub mod imap;
 pub mod lmtp;
 pub mod mime;
+pub mod pop3;

@@ -1,0 +1,224 @@
+//! One LMTP connection (RFC 2033), TCP or unix socket, from greeting to close.
+//!
+//! The protocol itself is `hermes_proto::lmtp::Server` (sans-I/O); this module does the I/O
+//! around it: reads with timeouts, writes replies in order (all replies to pipelined commands
+//! go out in one write), resolves recipients in the directory (`user+tag@domain` → `user`;
+//! unknown user or non-local domain: 550 5.1.1), and delivers each message once for all its
+//! recipients with [`hermes_store::Store::deliver`] (one stored copy, hard-linked per user).
+//!
+//! What it is not: no queue (the router's job), no Sieve (issue 3), no quota check yet
+//! (issue 3), no TLS or AUTH (LMTP is for the local MTA on loopback or the unix socket).
+//!
+//! Invariants:
+//! - A recipient gets `250` only after `Store::deliver` returned `Ok` for it, which means the
+//!   message is durable (fsync'd); a store error answers `451 4.3.0` for that recipient only.
+//! - Every accepted recipient gets exactly one reply after DATA, in RCPT order.
+//! - Each stored copy starts with `Return-Path:` and `Received:` only: the store writes one
+//!   copy for many users, so nothing per-recipient (like `Delivered-To:`) is added.
+//! - Timeouts: `limits.prelogin_timeout_secs` between transactions, `limits.idle_timeout_secs`
+//!   (at most [`MAX_TRANSACTION_TIMEOUT`]) inside one; on timeout `421 4.4.2`, on shutdown
+//!   `421 4.3.2` between transactions (a message being received is finished first, within the
+//!   service's drain bound).
+
+use crate::SharedContext;
+use crate::deliver::{Trace, deliver_to_users, new_delivery_id, store_reply, trace_headers};
+use hermes_core::directory::UserId;
+use hermes_proto::lmtp::{Event, ForwardPath, Message, Reply, Server, ServerConfig};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::Instrument;
+
+/// RFC 5321 §4.5.3.2 asks clients to wait up to 10 minutes for replies; a server waiting
+/// longer than that for a client inside a transaction gains nothing.
+pub const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Read buffer per connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Who is on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(std::net::SocketAddr),
+    Unix,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+/// Serves one LMTP connection until QUIT, EOF, a timeout, too many errors or shutdown.
+pub async fn serve<S>(stream: S, peer: Peer, ctx: SharedContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let span = tracing::info_span!("lmtp", session = %new_delivery_id(), peer = %peer);
+    async move {
+        match session(stream, peer, &ctx).await {
+            Ok(()) => tracing::debug!("connection closed"),
+            Err(e) => tracing::debug!(error = %e, "connection ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The refusal to write when the connection limiter says no, before closing.
+pub fn too_many_connections(hostname: &str) -> Vec<u8> {
+    Reply::new(421, (4, 7, 0), format!("{hostname} Too many connections, try again later")).to_bytes()
+}
+
+async fn session<S>(mut stream: S, peer: Peer, ctx: &SharedContext) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = &ctx.config;
+    let mut server: Server<UserId> =
+        Server::new(ServerConfig::new(config.hostname.clone(), config.limits.max_message_bytes));
+    let mut shutdown = ctx.shutdown.clone();
+    let mut out = Vec::with_capacity(1024);
+    server.greeting().write_to(&mut out);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let between = Duration::from_secs(config.limits.prelogin_timeout_secs);
+    let inside = Duration::from_secs(config.limits.idle_timeout_secs).min(MAX_TRANSACTION_TIMEOUT);
+    loop {
+        while let Some(event) = server.poll() {
+            match event {
+                Event::Reply(r) => r.write_to(&mut out),
+                Event::Rcpt(path) => match resolve(ctx, &path).await {
+                    Ok(user) => server.accept_rcpt(user),
+                    Err(reply) => server.reject_rcpt(reply),
+                },
+                Event::Message(m) => {
+                    // Replies queued so far (354 was already sent) go out before the slow part.
+                    let replies = deliver(ctx, peer, m).await;
+                    server.complete_message(replies);
+                }
+                Event::Close => {
+                    stream.write_all(&out).await?;
+                    stream.flush().await?;
+                    return stream.shutdown().await;
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            out.clear();
+        }
+        if *shutdown.borrow() && !server.in_transaction() {
+            let bye = Reply::new(421, (4, 3, 2), format!("{} Service shutting down", config.hostname));
+            stream.write_all(&bye.to_bytes()).await?;
+            return stream.shutdown().await;
+        }
+        let timeout = if server.in_transaction() { inside } else { between };
+        let n = tokio::select! {
+            r = tokio::time::timeout(timeout, stream.read(&mut buf)) => match r {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::info!(timeout_secs = timeout.as_secs(), "timeout");
+                    let bye = Reply::new(421, (4, 4, 2), format!("{} Timeout, closing connection", config.hostname));
+                    stream.write_all(&bye.to_bytes()).await?;
+                    return stream.shutdown().await;
+                }
+            },
+            // Only interrupts a read between transactions; the loop top says goodbye.
+            r = shutdown.changed(), if !*shutdown.borrow() && !server.in_transaction() => {
+                if r.is_err() {
+                    // The service is gone without saying so: treat it as shutdown.
+                    let bye = Reply::new(421, (4, 3, 2), format!("{} Service shutting down", config.hostname));
+                    stream.write_all(&bye.to_bytes()).await?;
+                    return stream.shutdown().await;
+                }
+                continue;
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        server.feed(&buf[..n]);
+    }
+}
+
+/// Directory lookup for one RCPT: the account's user id, or the reply refusing it.
+async fn resolve(ctx: &SharedContext, path: &ForwardPath) -> Result<UserId, Reply> {
+    let address = match path {
+        // RFC 5321 §4.5.1: <Postmaster> without a domain is the postmaster of this host.
+        ForwardPath::Postmaster => format!("postmaster@{}", ctx.config.hostname),
+        ForwardPath::Address(a) => a.to_string(),
+    };
+    let directory = ctx.directory.clone();
+    let lookup = address.clone();
+    match tokio::task::spawn_blocking(move || directory.lookup(&lookup)).await {
+        Ok(Ok(Some(account))) => Ok(account.user_id),
+        Ok(Ok(None)) => Err(Reply::new(550, (5, 1, 1), format!("<{address}> User unknown"))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "directory lookup failed");
+            Err(Reply::new(451, (4, 3, 0), "Temporary lookup failure, try again later"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "directory lookup task failed");
+            Err(Reply::new(451, (4, 3, 0), "Temporary lookup failure, try again later"))
+        }
+    }
+}
+
+/// Stores one message for all its recipients; one reply per recipient, in order.
+async fn deliver(ctx: &SharedContext, peer: Peer, m: Message<UserId>) -> Vec<Reply> {
+    let started = Instant::now();
+    let id = new_delivery_id();
+    let rcpt_names: Vec<String> = m.recipients.iter().map(|r| r.path.to_string()).collect();
+    let return_path = m.from.to_string();
+    let single = (rcpt_names.len() == 1).then(|| rcpt_names[0].as_str());
+    let mut raw = trace_headers(&Trace {
+        return_path: &return_path,
+        helo: &m.lhlo,
+        peer_ip: match peer {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix => None,
+        },
+        hostname: &ctx.config.hostname,
+        protocol: if m.params.smtputf8 { "UTF8LMTP" } else { "LMTP" },
+        id: &id,
+        single_recipient: single,
+    });
+    raw.extend_from_slice(&m.body);
+    drop(m.body);
+    let size = raw.len();
+    let users: Vec<UserId> = m.recipients.into_iter().map(|r| r.data).collect();
+    let store = ctx.store.clone();
+    let results = match tokio::task::spawn_blocking(move || deliver_to_users(&store, &raw, &users)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "delivery task failed");
+            Vec::new()
+        }
+    };
+    let replies: Vec<Reply> = rcpt_names
+        .iter()
+        .enumerate()
+        .map(|(i, rcpt)| match results.get(i) {
+            Some(r) => {
+                if let Err(e) = r {
+                    tracing::warn!(rcpt = %rcpt, error = %e, id = %id, "delivery failed");
+                }
+                store_reply(rcpt, r, &id)
+            }
+            None => Reply::new(451, (4, 3, 0), format!("<{rcpt}> Temporary failure, try again later")),
+        })
+        .collect();
+    let delivered = replies.iter().filter(|r| r.code == 250).count();
+    tracing::info!(
+        id = %id,
+        from = %return_path,
+        recipients = rcpt_names.len(),
+        delivered,
+        size,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "message delivered"
+    );
+    replies
+}

@@ -1,0 +1,223 @@
+//! The store service's process wiring: open the directory and the store, load TLS, bind IMAP,
+//! IMAPS, LMTP (TCP and unix socket), publish what was bound, accept connections under the
+//! connection limits, and shut down gracefully.
+//!
+//! What it is not: no config loading or tracing set-up (`main` does that before calling
+//! [`run`]), no supervision or restart (the supervisor's job), no privilege drop yet.
+//!
+//! Invariants:
+//! - `run/endpoints.d/store.json` is written only after every listener is bound, with the
+//!   addresses actually bound (port 0 in the config means the kernel's choice).
+//! - Each connection holds a [`ConnectionGuard`] for its whole life: IMAP (plain and TLS) and
+//!   LMTP have separate limiters, so a flood of IMAP clients cannot block mail delivery.
+//! - On shutdown the accept loops stop first, then sessions are told (via
+//!   [`crate::Context::shutdown`]) and given [`DRAIN_TIMEOUT`] to finish; the LMTP socket file
+//!   is removed so `hermes deliver` falls back to the store once the lock is free.
+
+use crate::{Context, SharedContext};
+use anyhow::Context as _;
+use hermes_core::config::Config;
+use hermes_core::directory::Directory;
+use hermes_core::ipc::ServiceEndpoints;
+use hermes_core::paths::DataDir;
+use hermes_runtime::listen::{ConnectionGuard, ConnectionLimiter, LimitExceeded, bind_tcp, bind_unix};
+use hermes_runtime::shutdown::{SessionToken, SessionTracker, Shutdown, Signals, triggered};
+use hermes_store::{Store, StoreConfig, StoreError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinSet;
+
+/// How long sessions get to finish after shutdown starts: long enough for an LMTP delivery in
+/// flight to be fsync'd and acknowledged, short enough for a supervisor's stop timeout.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (e.g. EMFILE) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a refused client gets to read its refusal.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The store service: serves until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(data: DataDir, config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::new().context("registering signal handlers")?;
+    run_until(data, config, async move {
+        let sig = signals.recv().await;
+        tracing::info!(signal = sig, "shutting down");
+    })
+    .await
+}
+
+/// Like [`run`], but shuts down when `shutdown` completes (tests, embedding).
+pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let directory = Directory::open(&data).context("opening the directory")?;
+    let store_config = StoreConfig { max_message_bytes: config.limits.max_message_bytes, zstd_level: config.store.zstd_level };
+    let store_dir = data.store_dir();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_config))
+        .await
+        .context("store open task")?
+        .map_err(|e| match e {
+            StoreError::Locked => anyhow::anyhow!("the store is locked: another store process is running"),
+            e => anyhow::Error::new(e).context("opening the store"),
+        })?;
+    let tls = match hermes_runtime::tls::load_acceptor(&data) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "TLS unavailable: no STARTTLS, no IMAPS");
+            None
+        }
+    };
+
+    let ip = config.listen;
+    let imap = bind_tcp(SocketAddr::new(ip, config.imap.port)).await.context("binding IMAP")?;
+    let imaps = match tls {
+        Some(_) => Some(bind_tcp(SocketAddr::new(ip, config.imap.tls_port)).await.context("binding IMAPS")?),
+        None => None,
+    };
+    let lmtp = bind_tcp(SocketAddr::new(ip, config.lmtp.port)).await.context("binding LMTP")?;
+    let socket_path = data.lmtp_socket();
+    let lmtp_unix = bind_unix(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
+
+    let mut endpoints = ServiceEndpoints { service: "store".into(), pid: std::process::id(), ..Default::default() };
+    endpoints.tcp.insert("imap".into(), imap.local_addr()?.to_string());
+    if let Some(l) = &imaps {
+        endpoints.tcp.insert("imaps".into(), l.local_addr()?.to_string());
+    }
+    endpoints.tcp.insert("lmtp".into(), lmtp.local_addr()?.to_string());
+    endpoints.unix.insert("lmtp".into(), socket_path.display().to_string());
+
+    let signal = Shutdown::new();
+    let ctx: SharedContext = Arc::new(Context {
+        config: config.clone(),
+        data: data.clone(),
+        directory,
+        store,
+        tls,
+        shutdown: signal.subscribe(),
+    });
+    let tracker = SessionTracker::new();
+    let imap_limiter = ConnectionLimiter::from_limits(&config.limits);
+    let lmtp_limiter = ConnectionLimiter::from_limits(&config.limits);
+
+    let mut loops = JoinSet::new();
+    loops.spawn(accept_tcp(imap, Protocol::Imap { implicit_tls: false }, imap_limiter.clone(), ctx.clone(), tracker.token()));
+    if let Some(l) = imaps {
+        loops.spawn(accept_tcp(l, Protocol::Imap { implicit_tls: true }, imap_limiter, ctx.clone(), tracker.token()));
+    }
+    loops.spawn(accept_tcp(lmtp, Protocol::Lmtp, lmtp_limiter.clone(), ctx.clone(), tracker.token()));
+    loops.spawn(accept_unix(lmtp_unix, lmtp_limiter, ctx.clone(), tracker.token()));
+
+    hermes_runtime::endpoints::write_service_endpoints(&data, &endpoints).context("writing endpoints")?;
+    tracing::info!(endpoints = ?endpoints.tcp, socket = %socket_path.display(), "store service listening");
+
+    shutdown.await;
+    signal.trigger();
+    // Accept loops see the signal and return, dropping their listeners.
+    while loops.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&socket_path);
+    drop(ctx);
+    if tracker.drain(DRAIN_TIMEOUT).await {
+        tracing::info!("all sessions ended");
+    } else {
+        tracing::warn!(timeout_secs = DRAIN_TIMEOUT.as_secs(), "sessions still running at shutdown; abandoning them");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Imap { implicit_tls: bool },
+    Lmtp,
+}
+
+/// Writes a refusal and closes, without holding up the accept loop.
+fn refuse<S: tokio::io::AsyncWrite + Unpin + Send + 'static>(mut stream: S, text: Vec<u8>) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            let _ = stream.write_all(&text).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    });
+}
+
+fn refusal(protocol: Protocol, why: LimitExceeded, hostname: &str) -> Vec<u8> {
+    match protocol {
+        Protocol::Imap { .. } => match why {
+            LimitExceeded::Total => b"* BYE Too many connections\r\n".to_vec(),
+            LimitExceeded::PerIp => b"* BYE Too many connections from your address\r\n".to_vec(),
+        },
+        Protocol::Lmtp => crate::lmtp::too_many_connections(hostname),
+    }
+}
+
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    protocol: Protocol,
+    limiter: ConnectionLimiter,
+    ctx: SharedContext,
+    token: SessionToken,
+) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = triggered(&mut shutdown) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = match limiter.try_acquire(Some(peer.ip())) {
+            Ok(g) => g,
+            Err(why) => {
+                tracing::info!(peer = %peer, reason = %why, "connection refused");
+                refuse(stream, refusal(protocol, why, &ctx.config.hostname));
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let _held: (ConnectionGuard, SessionToken) = (guard, token);
+            match protocol {
+                Protocol::Imap { implicit_tls } => crate::imap::serve(stream, peer, implicit_tls, ctx).await,
+                Protocol::Lmtp => crate::lmtp::serve(stream, crate::lmtp::Peer::Tcp(peer), ctx).await,
+            }
+        });
+    }
+}
+
+async fn accept_unix(listener: tokio::net::UnixListener, limiter: ConnectionLimiter, ctx: SharedContext, token: SessionToken) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = triggered(&mut shutdown) => return,
+        };
+        let guard = match limiter.try_acquire(None) {
+            Ok(g) => g,
+            Err(why) => {
+                refuse(stream, refusal(Protocol::Lmtp, why, &ctx.config.hostname));
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let _held: (ConnectionGuard, SessionToken) = (guard, token);
+            crate::lmtp::serve(stream, crate::lmtp::Peer::Unix, ctx).await
+        });
+    }
+}
