@@ -1,0 +1,455 @@
+//! SEARCH and UID SEARCH (RFC 9051 §6.4.4, RFC 3501 §6.4.4), with ESEARCH results (RFC 4731,
+//! always for IMAP4rev2 sessions), SEARCHRES `SAVE`/`$` (RFC 5182) and WITHIN (RFC 5032).
+//!
+//! What it is: compiles the parsed keys into a [`Key`] tree (sequence sets resolved against the
+//! session's MSN map, strings decoded from the command's charset), evaluates it over the
+//! messages the client knows, on the blocking pool, and formats `* SEARCH` or `* ESEARCH`.
+//! What it is not: the text matching itself — `hermes_proto::mime::SearchableMessage` decodes
+//! headers and bodies in any charset and matches case-insensitively.
+//!
+//! Invariants:
+//! - Message bodies are read only when a key needs them (header, address, body, text and
+//!   sent-date keys), one message at a time, so memory stays bounded by one message.
+//! - Only `US-ASCII` and `UTF-8` are accepted as CHARSET; others get `NO [BADCHARSET (...)]`.
+//! - Expunged-but-unreported messages never match (the result only names live messages).
+
+use super::reply::Reply;
+use super::session::{End, Session};
+use super::wire;
+use hermes_proto::imap::{Date, SearchCommand, SearchKey, SearchReturn, SequenceSet};
+use hermes_proto::mime::SearchableMessage;
+use hermes_store::{MailboxId, MessageMeta, StoreError, UserStore};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Comparison of a day number with a key's date.
+#[derive(Debug, Clone, Copy)]
+enum Cmp {
+    Before,
+    On,
+    Since,
+}
+
+impl Cmp {
+    fn test(self, day: i64, key: i64) -> bool {
+        match self {
+            Cmp::Before => day < key,
+            Cmp::On => day == key,
+            Cmp::Since => day >= key,
+        }
+    }
+}
+
+/// A compiled search key.
+#[derive(Debug, Clone)]
+enum Key {
+    Const(bool),
+    Flag(&'static str, bool),
+    Keyword(String, bool),
+    Internal(Cmp, i64),
+    Sent(Cmp, i64),
+    Larger(u64),
+    Smaller(u64),
+    ModSeq(u64),
+    /// Internal date at least this Unix time (YOUNGER) / before it (OLDER).
+    NewerThan(i64),
+    OlderThan(i64),
+    /// Sorted, merged ranges of MSNs.
+    Msns(Vec<(u32, u32)>),
+    /// Sorted, merged ranges of UIDs.
+    Uids(Vec<(u32, u32)>),
+    Header(String, String),
+    Address(&'static str, String),
+    Body(String),
+    Text(String),
+    Not(Box<Key>),
+    Or(Box<Key>, Box<Key>),
+    And(Vec<Key>),
+}
+
+impl Key {
+    fn needs_message(&self) -> bool {
+        match self {
+            Key::Header(..) | Key::Address(..) | Key::Body(_) | Key::Text(_) | Key::Sent(..) => {
+                true
+            }
+            Key::Not(k) => k.needs_message(),
+            Key::Or(a, b) => a.needs_message() || b.needs_message(),
+            Key::And(v) => v.iter().any(Key::needs_message),
+            _ => false,
+        }
+    }
+
+    /// Whether the message matches; `msg` is the analysed message when [`Key::needs_message`].
+    fn eval(&self, msn: u32, m: &MessageMeta, msg: Option<&SearchableMessage>) -> bool {
+        let has = |f: &str| m.flags.iter().any(|x| x.eq_ignore_ascii_case(f));
+        match self {
+            Key::Const(b) => *b,
+            Key::Flag(f, want) => has(f) == *want,
+            Key::Keyword(k, want) => has(k) == *want,
+            Key::Internal(c, day) => c.test(wire::internal_day(m.internal_date), *day),
+            Key::Sent(c, day) => {
+                let sent_day = match msg.and_then(SearchableMessage::sent_date) {
+                    Some((unix, off)) => unix.saturating_add(i64::from(off)).div_euclid(86_400),
+                    // No usable Date field: fall back to the internal date (as Dovecot does).
+                    None => wire::internal_day(m.internal_date),
+                };
+                c.test(sent_day, *day)
+            }
+            Key::Larger(n) => m.size > *n,
+            Key::Smaller(n) => m.size < *n,
+            Key::ModSeq(n) => m.modseq >= *n,
+            Key::NewerThan(t) => m.internal_date.unix >= *t,
+            Key::OlderThan(t) => m.internal_date.unix < *t,
+            Key::Msns(r) => in_ranges(r, msn),
+            Key::Uids(r) => in_ranges(r, m.uid),
+            Key::Header(name, needle) => msg.is_some_and(|s| s.header_contains(name, needle)),
+            Key::Address(field, needle) => msg.is_some_and(|s| s.address_contains(field, needle)),
+            Key::Body(needle) => msg.is_some_and(|s| s.body_contains(needle)),
+            Key::Text(needle) => msg.is_some_and(|s| s.text_contains(needle)),
+            Key::Not(k) => !k.eval(msn, m, msg),
+            Key::Or(a, b) => a.eval(msn, m, msg) || b.eval(msn, m, msg),
+            Key::And(v) => v.iter().all(|k| k.eval(msn, m, msg)),
+        }
+    }
+}
+
+fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
+    let i = ranges.partition_point(|&(_, hi)| hi < n);
+    ranges.get(i).is_some_and(|&(lo, _)| lo <= n)
+}
+
+struct Compiler<'a> {
+    utf8_only: bool,
+    now: i64,
+    /// Largest MSN and UID the client knows, and the saved result in both numberings.
+    largest_msn: u32,
+    largest_uid: u32,
+    saved_msn: &'a [(u32, u32)],
+    saved_uid: &'a [(u32, u32)],
+}
+
+impl Compiler<'_> {
+    fn text(&self, bytes: &[u8]) -> Result<String, Reply> {
+        if self.utf8_only || bytes.is_ascii() {
+            String::from_utf8(bytes.to_vec()).map_err(|_| {
+                Reply::no("Search string is not valid UTF-8")
+                    .with_code("BADCHARSET (US-ASCII UTF-8)")
+            })
+        } else {
+            Err(Reply::no("Search string is not valid UTF-8")
+                .with_code("BADCHARSET (US-ASCII UTF-8)"))
+        }
+    }
+
+    fn day(d: &Date) -> i64 {
+        d.days_since_epoch()
+    }
+
+    fn compile(&self, k: &SearchKey) -> Result<Key, Reply> {
+        use SearchKey as S;
+        Ok(match k {
+            S::All => Key::Const(true),
+            S::Answered => Key::Flag("\\Answered", true),
+            S::Unanswered => Key::Flag("\\Answered", false),
+            S::Deleted => Key::Flag("\\Deleted", true),
+            S::Undeleted => Key::Flag("\\Deleted", false),
+            S::Draft => Key::Flag("\\Draft", true),
+            S::Undraft => Key::Flag("\\Draft", false),
+            S::Flagged => Key::Flag("\\Flagged", true),
+            S::Unflagged => Key::Flag("\\Flagged", false),
+            S::Seen => Key::Flag("\\Seen", true),
+            S::Unseen => Key::Flag("\\Seen", false),
+            // Hermes keeps no \Recent (RFC 9051 removed it): nothing is recent.
+            S::Recent | S::New => Key::Const(false),
+            S::Old | S::Unrecent => Key::Const(true),
+            S::Keyword(k) => Key::Keyword(k.clone(), true),
+            S::Unkeyword(k) => Key::Keyword(k.clone(), false),
+            S::Before(d) => Key::Internal(Cmp::Before, Self::day(d)),
+            S::On(d) => Key::Internal(Cmp::On, Self::day(d)),
+            S::Since(d) => Key::Internal(Cmp::Since, Self::day(d)),
+            S::SentBefore(d) => Key::Sent(Cmp::Before, Self::day(d)),
+            S::SentOn(d) => Key::Sent(Cmp::On, Self::day(d)),
+            S::SentSince(d) => Key::Sent(Cmp::Since, Self::day(d)),
+            S::Larger(n) => Key::Larger(*n),
+            S::Smaller(n) => Key::Smaller(*n),
+            S::ModSeq { modseq, .. } => Key::ModSeq(*modseq),
+            S::Older(secs) => Key::OlderThan(self.now - i64::from(*secs)),
+            S::Younger(secs) => Key::NewerThan(self.now - i64::from(*secs)),
+            S::SequenceSet(set) => Key::Msns(self.ranges(set, false)),
+            S::Uid(set) => Key::Uids(self.ranges(set, true)),
+            S::Bcc(s) => Key::Address("bcc", self.text(s)?),
+            S::Cc(s) => Key::Address("cc", self.text(s)?),
+            S::From(s) => Key::Address("from", self.text(s)?),
+            S::To(s) => Key::Address("to", self.text(s)?),
+            S::Subject(s) => Key::Header("subject".into(), self.text(s)?),
+            S::Header(name, s) => Key::Header(name.clone(), self.text(s)?),
+            S::Body(s) => Key::Body(self.text(s)?),
+            S::Text(s) => Key::Text(self.text(s)?),
+            S::Not(k) => Key::Not(Box::new(self.compile(k)?)),
+            S::Or(a, b) => Key::Or(Box::new(self.compile(a)?), Box::new(self.compile(b)?)),
+            S::And(v) => Key::And(
+                v.iter()
+                    .map(|k| self.compile(k))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    fn ranges(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
+        if uid {
+            set.ranges(self.largest_uid, self.saved_uid)
+        } else {
+            set.ranges(self.largest_msn, self.saved_msn)
+        }
+    }
+}
+
+fn saved_ranges(nums: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut v: Vec<u32> = nums.collect();
+    v.sort_unstable();
+    let mut r: Vec<(u32, u32)> = Vec::new();
+    for n in v {
+        match r.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(n) || last.1 == n => last.1 = n,
+            _ => r.push((n, n)),
+        }
+    }
+    r
+}
+
+pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Result<Reply, End> {
+    let Some(sel) = s.selected.as_ref() else {
+        return Ok(Reply::bad("No mailbox selected"));
+    };
+    let utf8_only = match cmd.charset.as_deref() {
+        None => false,
+        Some(c) if c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("UTF8") => true,
+        Some(c) if c.eq_ignore_ascii_case("US-ASCII") => false,
+        Some(_) => {
+            return Ok(Reply::no("Unsupported charset").with_code("BADCHARSET (US-ASCII UTF-8)"));
+        }
+    };
+    // A search without CHARSET may still carry UTF-8 (IMAP4rev2 and UTF8=ACCEPT clients do).
+    let utf8_only = utf8_only || cmd.charset.is_none();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let saved_uid = saved_ranges(sel.saved_uids().iter().copied());
+    let saved_msn = saved_ranges(sel.saved_uids().iter().filter_map(|&u| sel.msn_of(u)));
+    let compiler = Compiler {
+        utf8_only,
+        now: i64::try_from(now).unwrap_or(i64::MAX),
+        largest_msn: sel.exists(),
+        largest_uid: sel.uids().last().copied().unwrap_or(0),
+        saved_msn: &saved_msn,
+        saved_uid: &saved_uid,
+    };
+    let key = match cmd
+        .criteria
+        .iter()
+        .map(|k| compiler.compile(k))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(keys) => Key::And(keys),
+        Err(r) => return Ok(r),
+    };
+    // The messages the client knows and that still exist, with their MSNs.
+    let candidates: Vec<(u32, MessageMeta)> = sel
+        .uids()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &uid)| Some((u32::try_from(i + 1).ok()?, sel.meta(uid)?.clone())))
+        .collect();
+    let id = sel.id;
+    let Some(store) = s.user_store() else {
+        return Ok(Reply::bad("Command not allowed before login"));
+    };
+    let found = tokio::task::spawn_blocking(move || evaluate(&store, id, &key, &candidates)).await;
+    let found = match found {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Ok(Reply::from_store(&e, "SEARCH", false)),
+        Err(e) => {
+            tracing::error!(error = %e, "search task failed");
+            return Ok(Reply::server_bug());
+        }
+    };
+    let nums: Vec<u32> = found
+        .iter()
+        .map(|&(msn, uid)| if cmd.uid { uid } else { msn })
+        .collect();
+
+    let returns = match (&cmd.returns, s.rev2) {
+        (Some(r), _) if r.is_empty() => Some(vec![SearchReturn::All]),
+        (Some(r), _) => Some(r.clone()),
+        (None, true) => Some(vec![SearchReturn::All]),
+        (None, false) => None,
+    };
+    let mut out = Vec::with_capacity(64 + nums.len() * 4);
+    match returns {
+        None => {
+            out.extend_from_slice(b"* SEARCH");
+            for n in &nums {
+                out.extend_from_slice(format!(" {n}").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Some(r) => {
+            if r.contains(&SearchReturn::Save) {
+                let uids: Vec<u32> = found.iter().map(|&(_, u)| u).collect();
+                if let Some(sel) = s.selected.as_mut() {
+                    sel.save_result(uids);
+                }
+            }
+            let only_save = r.iter().all(|x| *x == SearchReturn::Save);
+            if !only_save {
+                out.extend_from_slice(b"* ESEARCH (TAG ");
+                wire::string(&mut out, tag.as_bytes(), false);
+                out.push(b')');
+                if cmd.uid {
+                    out.extend_from_slice(b" UID");
+                }
+                let mut sorted = nums.clone();
+                sorted.sort_unstable();
+                for opt in &r {
+                    match opt {
+                        SearchReturn::Min => {
+                            if let Some(n) = sorted.first() {
+                                out.extend_from_slice(format!(" MIN {n}").as_bytes());
+                            }
+                        }
+                        SearchReturn::Max => {
+                            if let Some(n) = sorted.last() {
+                                out.extend_from_slice(format!(" MAX {n}").as_bytes());
+                            }
+                        }
+                        SearchReturn::Count => {
+                            out.extend_from_slice(format!(" COUNT {}", sorted.len()).as_bytes())
+                        }
+                        SearchReturn::All => {
+                            if !sorted.is_empty() {
+                                out.extend_from_slice(b" ALL ");
+                                out.extend_from_slice(
+                                    hermes_proto::imap::response::sequence_set(
+                                        sorted.iter().copied(),
+                                    )
+                                    .as_bytes(),
+                                );
+                            }
+                        }
+                        SearchReturn::Save => {}
+                    }
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    s.send(&out).await?;
+    Ok(Reply::ok("SEARCH completed"))
+}
+
+fn evaluate(
+    store: &UserStore,
+    mailbox: MailboxId,
+    key: &Key,
+    candidates: &[(u32, MessageMeta)],
+) -> Result<Vec<(u32, u32)>, StoreError> {
+    let needs_message = key.needs_message();
+    let mut found = Vec::new();
+    for (msn, meta) in candidates {
+        let analysed = if needs_message {
+            match store.read_message(mailbox, meta.uid) {
+                Ok(raw) => Some(SearchableMessage::new(&raw)),
+                // Expunged meanwhile: it cannot match.
+                Err(StoreError::NoSuchMessage) => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        if key.eval(*msn, meta, analysed.as_ref()) {
+            found.push((*msn, meta.uid));
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use hermes_store::InternalDate;
+
+    fn meta(uid: u32, flags: &[&str], size: u64, unix: i64) -> MessageMeta {
+        MessageMeta {
+            uid,
+            modseq: u64::from(uid),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            internal_date: InternalDate {
+                unix,
+                offset_minutes: 0,
+            },
+            size,
+        }
+    }
+
+    fn compiler() -> Compiler<'static> {
+        Compiler {
+            utf8_only: true,
+            now: 1_000_000,
+            largest_msn: 3,
+            largest_uid: 30,
+            saved_msn: &[],
+            saved_uid: &[],
+        }
+    }
+
+    #[test]
+    fn flags_sizes_dates_and_logic() {
+        let c = compiler();
+        let m = meta(10, &["\\Seen", "$Junk"], 500, 86_400 * 3 + 5);
+        let k = |key: SearchKey| c.compile(&key).unwrap().eval(1, &m, None);
+        assert!(k(SearchKey::Seen));
+        assert!(!k(SearchKey::Unseen));
+        assert!(k(SearchKey::Keyword("$junk".into())));
+        assert!(k(SearchKey::Larger(499)));
+        assert!(!k(SearchKey::Smaller(500)));
+        assert!(k(SearchKey::On(Date::new(1970, 1, 4).unwrap())));
+        assert!(k(SearchKey::Before(Date::new(1970, 1, 5).unwrap())));
+        assert!(!k(SearchKey::Since(Date::new(1970, 1, 5).unwrap())));
+        assert!(k(SearchKey::Or(
+            Box::new(SearchKey::Deleted),
+            Box::new(SearchKey::Seen)
+        )));
+        assert!(!k(SearchKey::Not(Box::new(SearchKey::All))));
+        assert!(!k(SearchKey::Recent));
+    }
+
+    #[test]
+    fn text_keys_use_the_message() {
+        let c = compiler();
+        let m = meta(1, &[], 10, 0);
+        let msg = SearchableMessage::new(b"From: Alice <alice@example.org>\r\nSubject: Quarterly report\r\nDate: Mon, 4 Jan 1971 10:00:00 +0000\r\n\r\nThe numbers are in.\r\n");
+        let k = |key: SearchKey| {
+            let key = c.compile(&key).unwrap();
+            assert!(key.needs_message());
+            key.eval(1, &m, Some(&msg))
+        };
+        assert!(k(SearchKey::Subject(b"quarterly".to_vec())));
+        assert!(k(SearchKey::From(b"alice@example".to_vec())));
+        assert!(k(SearchKey::Body(b"NUMBERS".to_vec())));
+        assert!(k(SearchKey::Text(b"report".to_vec())));
+        assert!(!k(SearchKey::Body(b"report".to_vec())));
+        assert!(k(SearchKey::SentOn(Date::new(1971, 1, 4).unwrap())));
+    }
+
+    #[test]
+    fn ranges_membership() {
+        let r = vec![(1, 3), (7, 7), (10, 20)];
+        assert!(in_ranges(&r, 2));
+        assert!(!in_ranges(&r, 5));
+        assert!(in_ranges(&r, 7));
+        assert!(in_ranges(&r, 20));
+        assert!(!in_ranges(&r, 21));
+    }
+}
