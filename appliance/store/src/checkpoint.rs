@@ -11,19 +11,25 @@
 //! - The body is covered by a CRC32; a bad CRC or undecodable body is `StoreError::Corrupt`,
 //!   never a silently empty mailbox.
 //! - Decoding is bounded by the file size (counts are checked against the remaining bytes).
+//! - Versions: this code writes format 2 (`HRMSCKP` 0x02: adds each mailbox's vanished floor
+//!   and the retained messages of delayed expunge) and reads format 1 too. A format-1
+//!   checkpoint has no retained messages; each mailbox's vanished floor is taken as its
+//!   HIGHESTMODSEQ, since the expunges before it were not kept (VANISHED cannot list them).
 
 use crate::blob::{FileId, sync_dir};
 use crate::codec::{Reader, Writer};
 use crate::record::{read_name, special_use_code, special_use_from};
-use crate::state::{MailboxState, State};
-use crate::{InternalDate, MailboxId, MessageMeta, StoreError, flags};
+use crate::state::{MailboxState, RetainReason, Retained, State};
+use crate::{Flag, InternalDate, MailboxId, MessageMeta, StoreError, flags};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-/// "HRMSCKP" and format version 1.
-pub(crate) const MAGIC: &[u8; 8] = b"HRMSCKP\x01";
+/// "HRMSCKP" and format version 2 (written).
+pub(crate) const MAGIC: &[u8; 8] = b"HRMSCKP\x02";
+/// "HRMSCKP" and format version 1 (read only: stores written before delayed expunge).
+pub(crate) const MAGIC_V1: &[u8; 8] = b"HRMSCKP\x01";
 pub(crate) const FILE: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
 /// Largest checkpoint accepted: about 40 million messages' worth; a bound on the allocation.
@@ -33,13 +39,16 @@ const MAX_BYTES: u64 = 2 << 30;
 pub(crate) fn encode(state: &State) -> Vec<u8> {
     let mut table: HashMap<&str, u32> = HashMap::new();
     let mut names: Vec<&str> = Vec::new();
-    for mb in state.mailboxes.values() {
-        for m in mb.messages.iter() {
-            for f in &m.flags {
-                if !table.contains_key(f.as_str()) {
-                    table.insert(f.as_str(), u32::try_from(names.len()).unwrap_or(u32::MAX));
-                    names.push(f.as_str());
-                }
+    let all_flags = state
+        .mailboxes
+        .values()
+        .flat_map(|mb| mb.messages.iter().map(|m| &m.flags))
+        .chain(state.retained.values().map(|r| &r.flags));
+    for fl in all_flags {
+        for f in fl {
+            if !table.contains_key(f.as_str()) {
+                table.insert(f.as_str(), u32::try_from(names.len()).unwrap_or(u32::MAX));
+                names.push(f.as_str());
             }
         }
     }
@@ -64,6 +73,7 @@ pub(crate) fn encode(state: &State) -> Vec<u8> {
         w.u32(mb.uidnext);
         w.u64(mb.highest_modseq);
         w.u8(special_use_code(mb.special_use));
+        w.u64(mb.vanished_floor);
         w.len(mb.messages.len());
         for (m, f) in mb.messages.iter().zip(mb.files.iter()) {
             w.u32(m.uid);
@@ -78,6 +88,23 @@ pub(crate) fn encode(state: &State) -> Vec<u8> {
             }
         }
     }
+    w.len(state.retained.len());
+    for ((mailbox, uid), r) in &state.retained {
+        w.u64(mailbox.0);
+        w.str(&r.name);
+        w.u32(*uid);
+        w.u64(r.modseq);
+        w.i64(r.at);
+        w.u8(r.reason.code());
+        w.i64(r.internal_date.unix);
+        w.i16(r.internal_date.offset_minutes);
+        w.u64(r.size);
+        w.u128(r.file.0);
+        w.u8(u8::try_from(r.flags.len()).unwrap_or(u8::MAX));
+        for fl in r.flags.iter().take(usize::from(u8::MAX)) {
+            w.u32(table.get(fl.as_str()).copied().unwrap_or(0));
+        }
+    }
     let body = w.into_bytes();
     let mut out = Vec::with_capacity(body.len() + 20);
     out.extend_from_slice(MAGIC);
@@ -90,9 +117,14 @@ pub(crate) fn encode(state: &State) -> Vec<u8> {
 /// Decodes a checkpoint file's bytes.
 pub(crate) fn decode(bytes: &[u8]) -> Result<State, StoreError> {
     let corrupt = |why: &str| StoreError::Corrupt(format!("checkpoint: {why}"));
-    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+    if bytes.len() < 20 {
         return Err(corrupt("bad header"));
     }
+    let v2 = match &bytes[..8] {
+        m if m == MAGIC => true,
+        m if m == MAGIC_V1 => false,
+        _ => return Err(corrupt("bad header")),
+    };
     let mut hdr = Reader::new(&bytes[8..20]);
     let len = hdr.u64()?;
     let crc = hdr.u32()?;
@@ -119,7 +151,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<State, StoreError> {
     for _ in 0..n {
         st.subscriptions.insert(read_name(&mut r)?);
     }
-    let n = r.count(29)?;
+    let n = r.count(if v2 { 37 } else { 29 })?;
     for _ in 0..n {
         let id = MailboxId(r.u64()?);
         let name = read_name(&mut r)?;
@@ -129,6 +161,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<State, StoreError> {
         let special_use = special_use_from(r.u8()?)?;
         let mut mb = MailboxState::new(id, name, uidvalidity, special_use, highest_modseq);
         mb.uidnext = uidnext;
+        // Format 1 kept no expunged UIDs: nothing below HIGHESTMODSEQ can be answered.
+        mb.vanished_floor = if v2 { r.u64()? } else { highest_modseq };
         let count = r.count(47)?;
         let mut msgs = Vec::with_capacity(count);
         let mut files = Vec::with_capacity(count);
@@ -143,18 +177,31 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<State, StoreError> {
             let internal_date = InternalDate { unix: r.i64()?, offset_minutes: r.i16()? };
             let size = r.u64()?;
             files.push(FileId(r.u128()?));
-            let nf = usize::from(r.u8()?);
-            let mut fl = Vec::with_capacity(nf);
-            for _ in 0..nf {
-                let i = r.u32()? as usize;
-                fl.push(table.get(i).cloned().ok_or_else(|| corrupt("flag index out of range"))?);
-            }
-            msgs.push(MessageMeta { uid, modseq, flags: flags::normalize(&fl), internal_date, size });
+            msgs.push(MessageMeta { uid, modseq, flags: read_flag_indexes(&mut r, &table)?, internal_date, size });
         }
         mb.messages = Arc::new(msgs);
         mb.files = files;
         if st.mailboxes.insert(id, mb).is_some() {
             return Err(corrupt("duplicate mailbox id"));
+        }
+    }
+    if v2 {
+        let n = r.count(68)?;
+        for _ in 0..n {
+            let mailbox = MailboxId(r.u64()?);
+            let name = read_name(&mut r)?;
+            let uid = r.u32()?;
+            let modseq = r.u64()?;
+            let at = r.i64()?;
+            let reason = RetainReason::from_code(r.u8()?).ok_or_else(|| corrupt("unknown retain reason"))?;
+            let internal_date = InternalDate { unix: r.i64()?, offset_minutes: r.i16()? };
+            let size = r.u64()?;
+            let file = FileId(r.u128()?);
+            let flags = read_flag_indexes(&mut r, &table)?;
+            let entry = Retained { name, modseq, at, reason, flags, internal_date, size, file };
+            if st.retained.insert((mailbox, uid), entry).is_some() {
+                return Err(corrupt("duplicate retained message"));
+            }
         }
     }
     if !r.is_empty() {
@@ -165,6 +212,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<State, StoreError> {
         return Err(corrupt("duplicate mailbox name"));
     }
     Ok(st)
+}
+
+/// A message's flags: `u8` count, then that many indexes into the flag table.
+fn read_flag_indexes(r: &mut Reader<'_>, table: &[String]) -> Result<Vec<Flag>, StoreError> {
+    let nf = usize::from(r.u8()?);
+    let mut fl = Vec::with_capacity(nf);
+    for _ in 0..nf {
+        let i = r.u32()? as usize;
+        fl.push(
+            table.get(i).cloned().ok_or_else(|| StoreError::Corrupt("checkpoint: flag index out of range".into()))?,
+        );
+    }
+    Ok(flags::normalize(&fl))
 }
 
 /// Loads `dir/checkpoint`, or `None` if there is none. Removes a leftover temp file.

@@ -19,11 +19,21 @@
 //! - Mailbox names are UTF-8 with `/` as the hierarchy delimiter; `INBOX` is case-insensitive.
 //!   The IMAP layer converts modified UTF-7 for IMAP4rev1 clients.
 //!
+//! - **Delayed expunge**: EXPUNGE, MOVE's source side and mailbox DELETE keep the messages,
+//!   invisible to every view, for [`StoreConfig::retention_secs`]; [`UserStore::list_retained`]
+//!   and [`UserStore::undelete`] bring them back with new UIDs, [`Store::purge_expired`] drops
+//!   them after the retention period. Restores and purges are change-log records like any other.
+//! - **QRESYNC**: [`UserStore::expunged_since`] answers VANISHED (EARLIER) from the retained
+//!   entries for any client modseq at or above [`UserStore::expunge_horizon`].
+//!
 //! What it is not: an IMAP server (no sequence numbers, no \Recent, no SEARCH: those live in
 //! the session layer above `MailboxView`), nor a quota enforcer (`usage` reports, issue 3 enforces).
+//! [`Usage`] counts live mail only: retained (expunged) mail does not count toward a quota;
+//! [`UserStore::usage_detail`] reports both.
 //!
 //! Code map: `store` (lock, user cache, multi-user delivery), `user` (open/recover, group
-//! commit, checkpoints, operations), `state` (in-memory state and record application),
+//! commit, checkpoints, operations, undelete/purge), `state` (in-memory state, retained
+//! messages and record application),
 //! `record` (change-log record schema), `log` (segments and framing), `checkpoint`, `blob`
 //! (message files), `name` (mailbox names), `flags`, `codec` (bounded binary primitives).
 
@@ -44,6 +54,8 @@ mod user;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_retention;
 
 pub use name::{MAX_DEPTH as MAX_MAILBOX_DEPTH, MAX_NAME_BYTES as MAX_MAILBOX_NAME_BYTES};
 pub use user::{CHECKPOINT_EVERY, NOTICE_CAPACITY};
@@ -66,13 +78,33 @@ pub struct StoreConfig {
     pub max_message_bytes: u64,
     /// zstd level for message files: 3 is zstd's default, a good speed/ratio balance for mail.
     pub zstd_level: i32,
+    /// How long expunged messages (and the messages of deleted mailboxes) are kept, hidden,
+    /// before [`Store::purge_expired`] drops them. 0: the next purge drops everything expunged.
+    pub retention_secs: u64,
 }
 
 pub use hermes_core::DEFAULT_MAX_MESSAGE_BYTES;
 
+/// zstd's own default level: a good speed/ratio balance for mail.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// Default retention of expunged mail: 7 days. Long enough that a user who deleted mail by
+/// mistake on a Friday can ask the help desk the next week (the seed recovered a handful a
+/// week); short enough that the extra disk use stays a small fraction of the live mail (a few
+/// percent for typical expunge rates). Cyrus' `expunge_days` and Dovecot lazy_expunge setups
+/// commonly use the same order of magnitude.
+pub const DEFAULT_RETENTION_SECS: u64 = 7 * 24 * 60 * 60;
+
+impl StoreConfig {
+    /// A config with these limits and the default retention ([`DEFAULT_RETENTION_SECS`]).
+    pub fn new(max_message_bytes: u64, zstd_level: i32) -> StoreConfig {
+        StoreConfig { max_message_bytes, zstd_level, retention_secs: DEFAULT_RETENTION_SECS }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES, zstd_level: 3 }
+        StoreConfig::new(DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_ZSTD_LEVEL)
     }
 }
 
@@ -215,6 +247,100 @@ pub struct Usage {
     pub messages: u64,
 }
 
+/// Live and retained totals of one user (raw sizes). Only `live_*` count toward a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageDetail {
+    /// What [`UserStore::usage`] reports: the messages in the user's mailboxes.
+    pub live_bytes: u64,
+    pub live_messages: u64,
+    /// Restorable expunged messages (and those of deleted mailboxes) awaiting purge. MOVE's
+    /// source entries are not counted: their content is the live message in the destination.
+    pub retained_bytes: u64,
+    pub retained_messages: u64,
+}
+
+/// Which retained messages an admin means. Every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetainedFilter {
+    /// The mailbox the message was expunged from: matches the name it had then, or the
+    /// current name of that mailbox if it still exists (`INBOX` case-insensitively).
+    pub mailbox: Option<String>,
+    /// Expunged at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Expunged before this time (Unix seconds).
+    pub until: Option<i64>,
+}
+
+/// Why a message is retained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RetainedReason {
+    /// Expunged (IMAP EXPUNGE/CLOSE, POP3 DELE at QUIT).
+    Expunged,
+    /// Its mailbox was deleted.
+    MailboxDeleted,
+}
+
+/// An expunged message that can still be restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedMessage {
+    /// The mailbox it was expunged from (it may no longer exist).
+    pub mailbox: MailboxId,
+    /// That mailbox's name when the message was expunged.
+    pub mailbox_name: String,
+    /// Its UID there (never reused; a restored message gets a new one).
+    pub uid: u32,
+    /// When it was expunged, Unix seconds.
+    pub expunged_at: i64,
+    /// The MODSEQ of the expunge.
+    pub expunged_modseq: u64,
+    /// When a purge may drop it: `expunged_at` + the configured retention.
+    pub expires_at: i64,
+    pub reason: RetainedReason,
+    /// Its flags when expunged (a restore drops `\Deleted`).
+    pub flags: Vec<Flag>,
+    pub internal_date: InternalDate,
+    /// Raw size in bytes.
+    pub size: u64,
+}
+
+/// One message brought back by [`UserStore::undelete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The mailbox it is in now (its original one, or one recreated under the original name).
+    pub mailbox: String,
+    pub mailbox_id: MailboxId,
+    pub uidvalidity: u32,
+    /// Its new UID.
+    pub uid: u32,
+    /// Where it was expunged from, and its UID there.
+    pub original_mailbox: MailboxId,
+    pub original_uid: u32,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeReport {
+    /// Users examined.
+    pub users: u64,
+    /// Restorable retained messages dropped, and their raw bytes.
+    pub messages: u64,
+    pub bytes: u64,
+    /// Message files no longer referenced, unlinked after the purge record was durable.
+    pub files_removed: u64,
+    /// Users whose purge failed (they are retried at the next run), with the error text.
+    pub failed: Vec<(UserId, String)>,
+}
+
+impl PurgeReport {
+    fn absorb(&mut self, other: PurgeReport) {
+        self.users += other.users;
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        self.files_removed += other.files_removed;
+        self.failed.extend(other.failed);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is locked by another process")]
@@ -271,6 +397,26 @@ impl Store {
         targets: &[DeliveryTarget],
     ) -> Vec<Result<Appended, StoreError>> {
         self.inner.deliver(raw, internal_date, targets)
+    }
+
+    /// Drops, for every user in the store, the retained messages expunged at or before
+    /// `now - retention_secs` (see [`UserStore::purge_expired`]). Users are loaded one at a
+    /// time (idle ones are unloaded again by the usual cache policy); a user that fails is
+    /// reported in [`PurgeReport::failed`] and the others are still purged. Meant to run
+    /// periodically (hourly); idempotent, and safe to interrupt at any point.
+    pub fn purge_expired(&self, now: i64) -> Result<PurgeReport, StoreError> {
+        let mut report = PurgeReport::default();
+        for id in self.inner.user_ids()? {
+            match self.user(&id).and_then(|u| u.purge_expired(now)) {
+                Ok(r) => report.absorb(r),
+                Err(e) => {
+                    tracing::warn!(user = %id, error = %e, "purge of expired messages failed");
+                    report.users += 1;
+                    report.failed.push((id, e.to_string()));
+                }
+            }
+        }
+        Ok(report)
     }
 }
 
@@ -351,8 +497,47 @@ impl UserStore {
     pub fn read_message(&self, mailbox: MailboxId, uid: u32) -> Result<Arc<Vec<u8>>, StoreError> {
         self.inner.read_message(mailbox, uid)
     }
+    /// Live mail only (what counts toward the quota); O(1).
     pub fn usage(&self) -> Usage {
         self.inner.usage()
+    }
+    /// Live and retained totals; O(1).
+    pub fn usage_detail(&self) -> UsageDetail {
+        self.inner.usage_detail()
+    }
+    /// The restorable retained messages matching `filter`, oldest expunge first.
+    /// [`UserStore::undelete`] with the same filter restores exactly these.
+    pub fn list_retained(&self, filter: &RetainedFilter) -> Vec<RetainedMessage> {
+        self.inner.list_retained(filter)
+    }
+    /// Restores the retained messages matching `filter` (one change-log record, durable on
+    /// return): each goes back to its mailbox if that still exists (by id, even if renamed),
+    /// else to the mailbox now holding its original name, else to that name recreated (with
+    /// missing parents). Each gets a new UID in the order of its original UID, its old flags
+    /// minus `\Deleted`, and its internal date. Returns what was restored, in that order.
+    pub fn undelete(&self, filter: &RetainedFilter) -> Result<Vec<Restored>, StoreError> {
+        self.inner.undelete(filter)
+    }
+    /// Drops this user's retained messages expunged at or before `now - retention_secs`
+    /// through one Purge record; their files are unlinked once that record is durable (a
+    /// crash before that leaves them to the orphan sweep of the next open). Idempotent.
+    pub fn purge_expired(&self, now: i64) -> Result<PurgeReport, StoreError> {
+        self.inner.purge_expired(now)
+    }
+    /// UIDs expunged from `mailbox` (EXPUNGE, MOVE away, UID EXPUNGE) with a MODSEQ above
+    /// `modseq`, ascending: RFC 7162 VANISHED (EARLIER). Complete only when `modseq` is at
+    /// least [`UserStore::expunge_horizon`]; read the horizon after this call (it only grows,
+    /// so a horizon read later that is still <= `modseq` proves this answer complete).
+    pub fn expunged_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Vec<u32>, StoreError> {
+        self.inner.expunged_since(mailbox, modseq)
+    }
+    /// The lowest client MODSEQ for which [`UserStore::expunged_since`] is complete. Purges,
+    /// restores, RENAME INBOX and mail expunged before delayed expunge existed (format 1)
+    /// raise it. Below it, a QRESYNC server falls back as RFC 7162 §3.2.5.2 allows (use the
+    /// client's known-UIDs/sequence match data, or report every UID the client may hold that
+    /// is not in the mailbox).
+    pub fn expunge_horizon(&self, mailbox: MailboxId) -> Result<u64, StoreError> {
+        self.inner.expunge_horizon(mailbox)
     }
     /// Writes a checkpoint now if anything changed since the last one (added: for a clean
     /// shutdown or an admin command; the store also checkpoints every

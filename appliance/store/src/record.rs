@@ -11,6 +11,10 @@
 //! - Decoding never panics; names are re-validated and flags re-normalised, so a record from a
 //!   replica or a damaged disk cannot put the state outside its invariants.
 //! - A payload never exceeds [`MAX_RECORD_BYTES`].
+//! - Kinds are only ever added, never changed: kinds 1–10 are format 1 and keep their meaning
+//!   (an old Expunge still drops its messages at once when replayed); kinds 11–15 (delayed
+//!   expunge, restore, purge) are format 2. This code writes 11–13 where it used to write 3, 8
+//!   and 9, and reads every kind.
 
 use crate::blob::FileId;
 use crate::codec::{Reader, Writer};
@@ -48,6 +52,29 @@ pub(crate) enum Record {
     /// RENAME INBOX: a new mailbox `new` named `name` receives every INBOX message (same UIDs),
     /// INBOX stays, empty, with its UIDVALIDITY and UIDNEXT.
     RenameInbox { inbox: MailboxId, new: MailboxId, name: String, uidvalidity: u32, modseq: u64 },
+    /// Delayed EXPUNGE (format 2): the messages leave the mailbox but are retained, hidden,
+    /// with the expunge time `at` (Unix seconds, taken by the writer, so replay is deterministic).
+    DelayedExpunge { mailbox: MailboxId, modseq: u64, at: i64, uids: Vec<u32> },
+    /// Delayed MOVE (format 2): as [`Record::Move`], and each source is kept as a retained
+    /// "moved" entry (for VANISHED, not restorable: its content lives on in `to`).
+    DelayedMove { from: MailboxId, to: MailboxId, modseq: u64, at: i64, pairs: Vec<(u32, u32)> },
+    /// Delayed mailbox DELETE (format 2): the mailbox goes, its messages are retained.
+    DelayedMailboxDelete { id: MailboxId, modseq: u64, at: i64 },
+    /// Undelete (format 2): retained messages return as new messages with new UIDs.
+    Restore { modseq: u64, entries: Vec<RestoreEntry> },
+    /// Purge (format 2): every retained message expunged at or before `cutoff` is dropped.
+    Purge { cutoff: i64 },
+}
+
+/// One retained message brought back: the retained entry `(from, from_uid)` becomes message
+/// `to_uid` of mailbox `to` with these flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RestoreEntry {
+    pub from: MailboxId,
+    pub from_uid: u32,
+    pub to: MailboxId,
+    pub to_uid: u32,
+    pub flags: Vec<Flag>,
 }
 
 const K_CREATE: u8 = 1;
@@ -60,6 +87,11 @@ const K_FLAGS: u8 = 7;
 const K_EXPUNGE: u8 = 8;
 const K_MOVE: u8 = 9;
 const K_RENAME_INBOX: u8 = 10;
+const K_DELAYED_EXPUNGE: u8 = 11;
+const K_DELAYED_MOVE: u8 = 12;
+const K_DELAYED_DELETE: u8 = 13;
+const K_RESTORE: u8 = 14;
+const K_PURGE: u8 = 15;
 
 pub(crate) fn special_use_code(s: Option<SpecialUse>) -> u8 {
     match s {
@@ -195,6 +227,50 @@ impl Record {
                 w.u32(*uidvalidity);
                 w.u64(*modseq);
             }
+            Record::DelayedExpunge { mailbox, modseq, at, uids } => {
+                w.u8(K_DELAYED_EXPUNGE);
+                w.u64(mailbox.0);
+                w.u64(*modseq);
+                w.i64(*at);
+                w.len(uids.len());
+                for u in uids {
+                    w.u32(*u);
+                }
+            }
+            Record::DelayedMove { from, to, modseq, at, pairs } => {
+                w.u8(K_DELAYED_MOVE);
+                w.u64(from.0);
+                w.u64(to.0);
+                w.u64(*modseq);
+                w.i64(*at);
+                w.len(pairs.len());
+                for (s, d) in pairs {
+                    w.u32(*s);
+                    w.u32(*d);
+                }
+            }
+            Record::DelayedMailboxDelete { id, modseq, at } => {
+                w.u8(K_DELAYED_DELETE);
+                w.u64(id.0);
+                w.u64(*modseq);
+                w.i64(*at);
+            }
+            Record::Restore { modseq, entries } => {
+                w.u8(K_RESTORE);
+                w.u64(*modseq);
+                w.len(entries.len());
+                for e in entries {
+                    w.u64(e.from.0);
+                    w.u32(e.from_uid);
+                    w.u64(e.to.0);
+                    w.u32(e.to_uid);
+                    write_flags(&mut w, &e.flags);
+                }
+            }
+            Record::Purge { cutoff } => {
+                w.u8(K_PURGE);
+                w.i64(*cutoff);
+            }
         }
         w.into_bytes()
     }
@@ -275,6 +351,45 @@ impl Record {
                 uidvalidity: r.u32()?,
                 modseq: r.u64()?,
             },
+            K_DELAYED_EXPUNGE => {
+                let mailbox = MailboxId(r.u64()?);
+                let modseq = r.u64()?;
+                let at = r.i64()?;
+                let n = r.count(4)?;
+                let mut uids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    uids.push(r.u32()?);
+                }
+                Record::DelayedExpunge { mailbox, modseq, at, uids }
+            }
+            K_DELAYED_MOVE => {
+                let from = MailboxId(r.u64()?);
+                let to = MailboxId(r.u64()?);
+                let modseq = r.u64()?;
+                let at = r.i64()?;
+                let n = r.count(8)?;
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pairs.push((r.u32()?, r.u32()?));
+                }
+                Record::DelayedMove { from, to, modseq, at, pairs }
+            }
+            K_DELAYED_DELETE => Record::DelayedMailboxDelete { id: MailboxId(r.u64()?), modseq: r.u64()?, at: r.i64()? },
+            K_RESTORE => {
+                let modseq = r.u64()?;
+                let n = r.count(28)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let from = MailboxId(r.u64()?);
+                    let from_uid = r.u32()?;
+                    let to = MailboxId(r.u64()?);
+                    let to_uid = r.u32()?;
+                    let flags = read_flags(&mut r)?;
+                    entries.push(RestoreEntry { from, from_uid, to, to_uid, flags });
+                }
+                Record::Restore { modseq, entries }
+            }
+            K_PURGE => Record::Purge { cutoff: r.i64()? },
             k => return Err(StoreError::Corrupt(format!("unknown record kind {k}"))),
         };
         if !r.is_empty() {
@@ -315,6 +430,17 @@ mod tests {
             Record::Expunge { mailbox: MailboxId(1), modseq: 14, uids: vec![1, 2] },
             Record::Move { from: MailboxId(1), to: MailboxId(2), modseq: 15, pairs: vec![(4, 1), (5, 2)] },
             Record::RenameInbox { inbox: MailboxId(1), new: MailboxId(9), name: "Old".into(), uidvalidity: 5, modseq: 16 },
+            Record::DelayedExpunge { mailbox: MailboxId(1), modseq: 17, at: 1_700_000_100, uids: vec![3, 9] },
+            Record::DelayedMove { from: MailboxId(1), to: MailboxId(2), modseq: 18, at: -1, pairs: vec![(6, 3)] },
+            Record::DelayedMailboxDelete { id: MailboxId(2), modseq: 19, at: i64::MAX },
+            Record::Restore {
+                modseq: 20,
+                entries: vec![
+                    RestoreEntry { from: MailboxId(2), from_uid: 3, to: MailboxId(10), to_uid: 1, flags: vec!["\\Seen".into()] },
+                    RestoreEntry { from: MailboxId(1), from_uid: 9, to: MailboxId(1), to_uid: 12, flags: vec![] },
+                ],
+            },
+            Record::Purge { cutoff: 1_700_000_000 },
         ]
     }
 

@@ -16,9 +16,19 @@
 //! - `refs[f]` is the number of messages (in all mailboxes) whose content is file `f`; a file
 //!   whose count reaches zero is returned by `apply` for deletion once the change is durable.
 //! - `unseen`, `size_bytes` and `usage` equal what recounting the messages would give.
+//! - Delayed expunge (format 2): an expunged message leaves its mailbox for `retained`, keyed
+//!   by (original mailbox id, original UID) — unique, since a mailbox never reuses a UID and
+//!   ids are never reused. A retained entry holds a reference to its file like a live message,
+//!   so `refs[f]` counts live messages plus retained entries; a file is released only by a
+//!   Purge (or by the format-1 records, which drop at once). `retained_usage` counts the
+//!   restorable entries (reason other than `Moved`).
+//! - `vanished_floor` of a mailbox: every UID expunged from it with a modseq above the floor
+//!   is still in `retained` (so VANISHED (EARLIER) for a client at modseq >= floor is exact).
+//!   It only grows: raised by Purge and Restore (to the modseq of each entry they take away)
+//!   and by the format-1 records that drop messages without retaining them.
 
 use crate::blob::FileId;
-use crate::record::{AppendEntry, Record};
+use crate::record::{AppendEntry, Record, RestoreEntry};
 use crate::{
     Flag, InternalDate, MailboxId, MailboxInfo, MailboxView, MessageMeta, SpecialUse, Usage, flags, name,
 };
@@ -37,6 +47,58 @@ pub(crate) struct MailboxState {
     pub files: Vec<FileId>,
     pub unseen: u32,
     pub size_bytes: u64,
+    /// Lowest client modseq for which the retained entries list every UID expunged since.
+    pub vanished_floor: u64,
+}
+
+/// Why a message is retained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetainReason {
+    /// EXPUNGE (IMAP, or POP3 DELE at QUIT): restorable.
+    Expunged,
+    /// Its mailbox was deleted: restorable (into a recreated mailbox).
+    MailboxDeleted,
+    /// MOVE's source: the content lives on in the destination. Kept only so VANISHED can
+    /// report the source UID; not restorable (that would duplicate the message).
+    Moved,
+}
+
+impl RetainReason {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            RetainReason::Expunged => 1,
+            RetainReason::MailboxDeleted => 2,
+            RetainReason::Moved => 3,
+        }
+    }
+    pub(crate) fn from_code(c: u8) -> Option<RetainReason> {
+        match c {
+            1 => Some(RetainReason::Expunged),
+            2 => Some(RetainReason::MailboxDeleted),
+            3 => Some(RetainReason::Moved),
+            _ => None,
+        }
+    }
+    pub(crate) fn restorable(self) -> bool {
+        self != RetainReason::Moved
+    }
+}
+
+/// An expunged message kept for the retention period. Its key in [`State::retained`] is
+/// (original mailbox id, original UID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Retained {
+    /// The mailbox's name when the message was expunged.
+    pub name: String,
+    /// The modseq of the expunge (what VANISHED (EARLIER) compares against).
+    pub modseq: u64,
+    /// When it was expunged, Unix seconds.
+    pub at: i64,
+    pub reason: RetainReason,
+    pub flags: Vec<Flag>,
+    pub internal_date: InternalDate,
+    pub size: u64,
+    pub file: FileId,
 }
 
 impl MailboxState {
@@ -58,6 +120,7 @@ impl MailboxState {
             files: Vec::new(),
             unseen: 0,
             size_bytes: 0,
+            vanished_floor: 0,
         }
     }
 
@@ -140,6 +203,10 @@ pub(crate) struct State {
     pub subscriptions: BTreeSet<String>,
     pub refs: HashMap<FileId, u32>,
     pub usage: Usage,
+    /// Expunged messages kept for the retention period, by (original mailbox, original UID).
+    pub retained: BTreeMap<(MailboxId, u32), Retained>,
+    /// Totals of the restorable retained entries.
+    pub retained_usage: Usage,
 }
 
 impl State {
@@ -205,6 +272,59 @@ impl State {
     fn sub_usage(&mut self, size: u64) {
         self.usage.bytes = self.usage.bytes.saturating_sub(size);
         self.usage.messages = self.usage.messages.saturating_sub(1);
+    }
+
+    fn add_retained_usage(&mut self, r: &Retained) {
+        if r.reason.restorable() {
+            self.retained_usage.bytes += r.size;
+            self.retained_usage.messages += 1;
+        }
+    }
+
+    fn sub_retained_usage(&mut self, r: &Retained) {
+        if r.reason.restorable() {
+            self.retained_usage.bytes = self.retained_usage.bytes.saturating_sub(r.size);
+            self.retained_usage.messages = self.retained_usage.messages.saturating_sub(1);
+        }
+    }
+
+    /// Keeps a message that left mailbox `mailbox` (named `name`) as a retained entry. The
+    /// caller decides the file reference: an expunged message hands its reference over.
+    #[allow(clippy::too_many_arguments)] // private helper; the fields of one retained entry
+    fn retain(
+        &mut self,
+        mailbox: MailboxId,
+        name: &str,
+        meta: MessageMeta,
+        file: FileId,
+        modseq: u64,
+        at: i64,
+        reason: RetainReason,
+        dead: &mut Vec<FileId>,
+    ) {
+        let r = Retained {
+            name: name.to_string(),
+            modseq,
+            at,
+            reason,
+            flags: meta.flags,
+            internal_date: meta.internal_date,
+            size: meta.size,
+            file,
+        };
+        self.add_retained_usage(&r);
+        if let Some(old) = self.retained.insert((mailbox, meta.uid), r) {
+            // Unreachable from records this store writes (a UID is expunged once); keep the
+            // counts right anyway.
+            self.sub_retained_usage(&old);
+            self.drop_ref(old.file, dead);
+        }
+    }
+
+    fn raise_floor(&mut self, mailbox: MailboxId, modseq: u64) {
+        if let Some(mb) = self.mailboxes.get_mut(&mailbox) {
+            mb.vanished_floor = mb.vanished_floor.max(modseq);
+        }
     }
 
     fn bump(&mut self, modseq: u64) {
@@ -293,6 +413,8 @@ impl State {
                 self.bump(*modseq);
                 let Some(mb) = self.mailboxes.get_mut(mailbox) else { return dead };
                 mb.highest_modseq = mb.highest_modseq.max(*modseq);
+                // Format 1: dropped, not retained, so VANISHED cannot be answered below here.
+                mb.vanished_floor = mb.vanished_floor.max(*modseq);
                 let removed = mb.remove(uids);
                 for (m, f) in removed {
                     self.sub_usage(m.size);
@@ -306,6 +428,7 @@ impl State {
                 }
                 let Some(src) = self.mailboxes.get_mut(from) else { return dead };
                 src.highest_modseq = src.highest_modseq.max(*modseq);
+                src.vanished_floor = src.vanished_floor.max(*modseq);
                 let srcs: Vec<u32> = pairs.iter().map(|p| p.0).collect();
                 let removed = src.remove(&srcs);
                 let mut by_uid: HashMap<u32, (MessageMeta, FileId)> =
@@ -348,11 +471,120 @@ impl State {
                 nb.unseen = std::mem::take(&mut ib.unseen);
                 nb.size_bytes = std::mem::take(&mut ib.size_bytes);
                 ib.highest_modseq = ib.highest_modseq.max(*modseq);
+                // Every INBOX UID vanished from INBOX (same UIDVALIDITY) without a retained entry.
+                ib.vanished_floor = ib.vanished_floor.max(*modseq);
                 self.names.insert(name.clone(), *new);
                 self.mailboxes.insert(*new, nb);
             }
+            Record::DelayedExpunge { mailbox, modseq, at, uids } => {
+                self.bump(*modseq);
+                let Some(mb) = self.mailboxes.get_mut(mailbox) else { return dead };
+                mb.highest_modseq = mb.highest_modseq.max(*modseq);
+                let name = mb.name.clone();
+                for (m, f) in mb.remove(uids) {
+                    self.sub_usage(m.size);
+                    self.retain(*mailbox, &name, m, f, *modseq, *at, RetainReason::Expunged, &mut dead);
+                }
+            }
+            Record::DelayedMove { from, to, modseq, at, pairs } => {
+                self.bump(*modseq);
+                if !self.mailboxes.contains_key(to) {
+                    return dead;
+                }
+                let Some(src) = self.mailboxes.get_mut(from) else { return dead };
+                src.highest_modseq = src.highest_modseq.max(*modseq);
+                let src_name = src.name.clone();
+                let srcs: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                let mut by_uid: HashMap<u32, (MessageMeta, FileId)> =
+                    src.remove(&srcs).into_iter().map(|(m, f)| (m.uid, (m, f))).collect();
+                let mut landed = Vec::new();
+                let mut lost = Vec::new();
+                if let Some(dst) = self.mailboxes.get_mut(to) {
+                    dst.highest_modseq = dst.highest_modseq.max(*modseq);
+                    for (s, d) in pairs {
+                        let Some((meta, f)) = by_uid.remove(s) else { continue };
+                        let mut moved = meta.clone();
+                        moved.uid = *d;
+                        moved.modseq = *modseq;
+                        if *d != 0 && *d >= dst.uidnext && dst.insert(moved, f) {
+                            landed.push((meta, f));
+                        } else {
+                            // Cannot land (never from records this store writes): keep it
+                            // restorable rather than lose it.
+                            lost.push((meta, f));
+                        }
+                    }
+                }
+                for (meta, f) in landed {
+                    // The destination keeps the source's reference; the tombstone takes another.
+                    self.add_ref(f);
+                    self.retain(*from, &src_name, meta, f, *modseq, *at, RetainReason::Moved, &mut dead);
+                }
+                for (meta, f) in lost {
+                    self.sub_usage(meta.size);
+                    self.retain(*from, &src_name, meta, f, *modseq, *at, RetainReason::Expunged, &mut dead);
+                }
+            }
+            Record::DelayedMailboxDelete { id, modseq, at } => {
+                self.bump(*modseq);
+                if let Some(mb) = self.mailboxes.remove(id) {
+                    self.names.remove(&mb.name);
+                    let msgs = Arc::unwrap_or_clone(mb.messages);
+                    for (m, f) in msgs.into_iter().zip(mb.files) {
+                        self.sub_usage(m.size);
+                        self.retain(*id, &mb.name, m, f, *modseq, *at, RetainReason::MailboxDeleted, &mut dead);
+                    }
+                }
+            }
+            Record::Restore { modseq, entries } => {
+                self.bump(*modseq);
+                self.restore(*modseq, entries);
+            }
+            Record::Purge { cutoff } => {
+                let expired: Vec<(MailboxId, u32)> =
+                    self.retained.iter().filter(|(_, r)| r.at <= *cutoff).map(|(k, _)| *k).collect();
+                for key in expired {
+                    if let Some(r) = self.retained.remove(&key) {
+                        self.sub_retained_usage(&r);
+                        self.raise_floor(key.0, r.modseq);
+                        self.drop_ref(r.file, &mut dead);
+                    }
+                }
+            }
         }
         dead
+    }
+
+    /// Applies a Restore: each named retained entry becomes a message of its destination
+    /// (which must exist, with the UID at or above its UIDNEXT); an entry that cannot land stays
+    /// retained. The file reference passes from the entry to the message.
+    fn restore(&mut self, modseq: u64, entries: &[RestoreEntry]) {
+        for e in entries {
+            let key = (e.from, e.from_uid);
+            let Some(r) = self.retained.get(&key) else { continue };
+            let Some(dst) = self.mailboxes.get_mut(&e.to) else { continue };
+            if e.to_uid == 0 || e.to_uid < dst.uidnext {
+                continue;
+            }
+            let meta = MessageMeta {
+                uid: e.to_uid,
+                modseq,
+                flags: e.flags.clone(),
+                internal_date: r.internal_date,
+                size: r.size,
+            };
+            let (file, size) = (r.file, r.size);
+            if !dst.insert(meta, file) {
+                continue;
+            }
+            dst.highest_modseq = dst.highest_modseq.max(modseq);
+            if let Some(r) = self.retained.remove(&key) {
+                self.sub_retained_usage(&r);
+                // The old UID is no longer listed as expunged: VANISHED below here is unknown.
+                self.raise_floor(e.from, r.modseq);
+            }
+            self.add_usage(size);
+        }
     }
 
     fn append(&mut self, mailbox: MailboxId, modseq: u64, entries: &[AppendEntry]) {
@@ -404,6 +636,17 @@ impl State {
             self.last_uidvalidity = self.last_uidvalidity.max(mb.uidvalidity);
             self.next_mailbox_id = self.next_mailbox_id.max(mb.id.0.saturating_add(1));
         }
+        let mut retained_usage = Usage::default();
+        for ((mailbox, _), r) in &self.retained {
+            *refs.entry(r.file).or_insert(0) += 1;
+            if r.reason.restorable() {
+                retained_usage.bytes += r.size;
+                retained_usage.messages += 1;
+            }
+            self.modseq = self.modseq.max(r.modseq);
+            self.next_mailbox_id = self.next_mailbox_id.max(mailbox.0.saturating_add(1));
+        }
+        self.retained_usage = retained_usage;
         self.refs = refs;
         self.names = self.mailboxes.values().map(|m| (m.name.clone(), m.id)).collect();
     }

@@ -106,6 +106,19 @@ impl StoreInner {
         Ok(user)
     }
 
+    /// Every user with a folder in the store (names that are not user ids are skipped).
+    pub(crate) fn user_ids(&self) -> Result<Vec<UserId>, StoreError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.shared.root.join("users"))? {
+            let entry = entry?;
+            if let Some(id) = entry.file_name().to_str().and_then(UserId::parse) {
+                out.push(id);
+            }
+        }
+        out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(out)
+    }
+
     /// Unloads least recently used users that no session holds, down to 3/4 of the cap.
     fn evict_idle(&self) {
         let candidates: Vec<(UserId, Slot, u64)> = {

@@ -12,20 +12,20 @@ use crate::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-fn uid(n: u8) -> UserId {
+pub(crate) fn uid(n: u8) -> UserId {
     UserId::parse(&format!("{:032x}", n)).unwrap()
 }
 
-fn msg(body: &str) -> NewMessage {
+pub(crate) fn msg(body: &str) -> NewMessage {
     NewMessage { raw: format!("Subject: {body}\r\n\r\n{body}\r\n").into_bytes(), flags: vec![], internal_date: None }
 }
 
-fn open(root: &Path) -> Store {
+pub(crate) fn open(root: &Path) -> Store {
     Store::open(root, StoreConfig::default()).unwrap()
 }
 
 /// Everything observable about a user, as text.
-fn dump(u: &UserStore) -> String {
+pub(crate) fn dump(u: &UserStore) -> String {
     let mut s = format!("{:?}\n{:?}\n{:?}\n", u.list_mailboxes(), u.subscriptions(), u.usage());
     for mb in u.list_mailboxes() {
         let v = u.view(mb.id).unwrap();
@@ -37,7 +37,7 @@ fn dump(u: &UserStore) -> String {
     s
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -51,7 +51,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A copy of the store folder as it is on disk now: what a crash at this instant leaves.
-fn crash_image(root: &Path) -> tempfile::TempDir {
+pub(crate) fn crash_image(root: &Path) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     copy_tree(root, d.path());
     d
@@ -59,7 +59,7 @@ fn crash_image(root: &Path) -> tempfile::TempDir {
 
 /// Asserts that both a crash image and a clean reopen reproduce `u`'s state exactly.
 /// Consumes the store handles; returns freshly opened ones.
-fn assert_reopens(root: &Path, store: Store, u: Arc<UserStore>) -> (Store, Arc<UserStore>) {
+pub(crate) fn assert_reopens(root: &Path, store: Store, u: Arc<UserStore>) -> (Store, Arc<UserStore>) {
     let id = u.user_id().clone();
     let before = dump(&u);
     let img = crash_image(root);
@@ -75,11 +75,11 @@ fn assert_reopens(root: &Path, store: Store, u: Arc<UserStore>) -> (Store, Arc<U
     (store, u)
 }
 
-fn log_dir(root: &Path, id: &UserId) -> PathBuf {
+pub(crate) fn log_dir(root: &Path, id: &UserId) -> PathBuf {
     root.join("users").join(id.as_str()).join("log")
 }
 
-fn msgs_dir(root: &Path, id: &UserId) -> PathBuf {
+pub(crate) fn msgs_dir(root: &Path, id: &UserId) -> PathBuf {
     root.join("users").join(id.as_str()).join("msgs")
 }
 
@@ -263,7 +263,11 @@ fn messages_append_flags_copy_move_expunge_and_reopen_after_each() {
     assert_eq!(u.expunge(trash, Some(&[2, 9])).unwrap(), vec![2]);
     assert_eq!(u.expunge(trash, None).unwrap(), vec![1]);
     assert_eq!(u.expunge(trash, None).unwrap(), Vec::<u32>::new());
-    // "two" is gone everywhere: its file is deleted; "one" is still in Archive.
+    // "two" is gone from every view, but delayed expunge keeps its file until a purge after
+    // the retention period; "one" is still in Archive.
+    assert_eq!(std::fs::read_dir(msgs_dir(dir.path(), &uid(2))).unwrap().count(), 3);
+    let far = crate::user::now_unix() + DEFAULT_RETENTION_SECS as i64 + 10;
+    u.purge_expired(far).unwrap();
     assert_eq!(std::fs::read_dir(msgs_dir(dir.path(), &uid(2))).unwrap().count(), 2);
     assert_eq!(*u.read_message(arch, 1).unwrap(), b"one".to_vec());
     let tinfo = u.mailbox("Trash").unwrap();
@@ -272,6 +276,8 @@ fn messages_append_flags_copy_move_expunge_and_reopen_after_each() {
 
     // Deleting a mailbox drops its messages and their last references.
     u.delete_mailbox("Archive").unwrap();
+    assert_eq!(std::fs::read_dir(msgs_dir(dir.path(), &uid(2))).unwrap().count(), 2, "retained");
+    u.purge_expired(far).unwrap();
     assert_eq!(std::fs::read_dir(msgs_dir(dir.path(), &uid(2))).unwrap().count(), 1);
     assert_eq!(u.usage().messages, 1);
     assert!(matches!(u.view(arch), Err(StoreError::NoSuchMailbox)));
@@ -296,7 +302,7 @@ fn messages_append_flags_copy_move_expunge_and_reopen_after_each() {
 #[test]
 fn too_large_and_empty_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreConfig { max_message_bytes: 100, zstd_level: 3 }).unwrap();
+    let store = Store::open(dir.path(), StoreConfig { max_message_bytes: 100, zstd_level: 3, ..StoreConfig::default() }).unwrap();
     let u = store.user(&uid(3)).unwrap();
     let inbox = u.mailbox("INBOX").unwrap().id;
     let big = NewMessage { raw: vec![b'x'; 101], flags: vec![], internal_date: None };

@@ -22,12 +22,14 @@
 use crate::blob::{self, FileId};
 use crate::checkpoint;
 use crate::log::{self, AppendError, LogWriter};
-use crate::record::{AppendEntry, MAX_RECORD_BYTES, Record};
-use crate::state::{State, entry, next_uidvalidity};
+use crate::record::{AppendEntry, MAX_RECORD_BYTES, Record, RestoreEntry};
+use crate::state::{RetainReason, Retained, State, entry, next_uidvalidity};
 use crate::{
     ChangeNotice, CopyResult, DEFAULT_MAILBOXES, Flag, FlagOp, FlagUpdate, InternalDate, MailboxId, MailboxInfo,
-    MailboxView, NewMessage, SpecialUse, StoreConfig, StoreError, Usage, flags, name,
+    MailboxView, NewMessage, PurgeReport, Restored, RetainedFilter, RetainedMessage, RetainedReason, SpecialUse,
+    StoreConfig, StoreError, Usage, UsageDetail, flags, name,
 };
+use std::collections::HashMap;
 use hermes_core::directory::UserId;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
@@ -150,6 +152,13 @@ impl Tx {
         }
         self.create_one(canonical, special_use, subscribe)
     }
+    /// The id and UIDVALIDITY of mailbox `n` if this transaction creates it.
+    fn created(&self, n: &str) -> Option<(MailboxId, u32)> {
+        self.records.iter().find_map(|r| match r {
+            Record::MailboxCreate { id, name, uidvalidity, .. } if name == n => Some((*id, *uidvalidity)),
+            _ => None,
+        })
+    }
     fn creates(&self, n: &str) -> bool {
         self.records.iter().any(|r| matches!(r, Record::MailboxCreate { name, .. } if name == n))
     }
@@ -208,12 +217,16 @@ fn notices_of(records: &[Record]) -> Vec<ChangeNotice> {
             Record::MailboxCreate { .. }
             | Record::MailboxRename { .. }
             | Record::MailboxDelete { .. }
+            | Record::DelayedMailboxDelete { .. }
             | Record::Subscribe { .. }
             | Record::Unsubscribe { .. } => push(ChangeNotice::MailboxList),
             Record::Append { mailbox, modseq, .. }
             | Record::Flags { mailbox, modseq, .. }
-            | Record::Expunge { mailbox, modseq, .. } => push(ChangeNotice::Mailbox { mailbox: *mailbox, modseq: *modseq }),
-            Record::Move { from, to, modseq, .. } => {
+            | Record::Expunge { mailbox, modseq, .. }
+            | Record::DelayedExpunge { mailbox, modseq, .. } => {
+                push(ChangeNotice::Mailbox { mailbox: *mailbox, modseq: *modseq })
+            }
+            Record::Move { from, to, modseq, .. } | Record::DelayedMove { from, to, modseq, .. } => {
                 push(ChangeNotice::Mailbox { mailbox: *from, modseq: *modseq });
                 push(ChangeNotice::Mailbox { mailbox: *to, modseq: *modseq });
             }
@@ -221,6 +234,13 @@ fn notices_of(records: &[Record]) -> Vec<ChangeNotice> {
                 push(ChangeNotice::MailboxList);
                 push(ChangeNotice::Mailbox { mailbox: *inbox, modseq: *modseq });
             }
+            Record::Restore { modseq, entries } => {
+                for e in entries {
+                    push(ChangeNotice::Mailbox { mailbox: e.to, modseq: *modseq });
+                }
+            }
+            // Nothing visible changes: only hidden, retained messages go.
+            Record::Purge { .. } => {}
         }
     }
     out
@@ -536,7 +556,7 @@ impl UserInner {
                 return Err(StoreError::HasChildren);
             }
             let modseq = tx.modseq();
-            tx.records.push(Record::MailboxDelete { id, modseq });
+            tx.records.push(Record::DelayedMailboxDelete { id, modseq, at: now_unix() });
             Ok(())
         })
     }
@@ -783,7 +803,7 @@ impl UserInner {
             }
             let modseq = tx.modseq();
             if is_move {
-                tx.records.push(Record::Move { from, to, modseq, pairs: pairs.clone() });
+                tx.records.push(Record::DelayedMove { from, to, modseq, at: now_unix(), pairs: pairs.clone() });
             } else {
                 let entries = found
                     .iter()
@@ -824,10 +844,148 @@ impl UserInner {
                 .collect();
             if !gone.is_empty() {
                 let modseq = tx.modseq();
-                tx.records.push(Record::Expunge { mailbox, modseq, uids: gone.clone() });
+                tx.records.push(Record::DelayedExpunge { mailbox, modseq, at: now_unix(), uids: gone.clone() });
             }
             Ok(gone)
         })
+    }
+
+    // ---- delayed expunge, undelete, purge, QRESYNC ----
+
+    pub(crate) fn usage_detail(&self) -> UsageDetail {
+        self.read(|st| UsageDetail {
+            live_bytes: st.usage.bytes,
+            live_messages: st.usage.messages,
+            retained_bytes: st.retained_usage.bytes,
+            retained_messages: st.retained_usage.messages,
+        })
+    }
+
+    fn retention(&self) -> i64 {
+        i64::try_from(self.shared.config.retention_secs).unwrap_or(i64::MAX)
+    }
+
+    pub(crate) fn list_retained(&self, filter: &RetainedFilter) -> Vec<RetainedMessage> {
+        let retention = self.retention();
+        self.read(|st| {
+            let mut out: Vec<RetainedMessage> = matching_retained(st, filter)
+                .into_iter()
+                .map(|((mailbox, uid), r)| RetainedMessage {
+                    mailbox,
+                    mailbox_name: r.name.clone(),
+                    uid,
+                    expunged_at: r.at,
+                    expunged_modseq: r.modseq,
+                    expires_at: r.at.saturating_add(retention),
+                    reason: match r.reason {
+                        RetainReason::MailboxDeleted => RetainedReason::MailboxDeleted,
+                        RetainReason::Expunged | RetainReason::Moved => RetainedReason::Expunged,
+                    },
+                    flags: r.flags.clone(),
+                    internal_date: r.internal_date,
+                    size: r.size,
+                })
+                .collect();
+            out.sort_by_key(|m| (m.expunged_at, m.mailbox, m.uid));
+            out
+        })
+    }
+
+    pub(crate) fn undelete(&self, filter: &RetainedFilter) -> Result<Vec<Restored>, StoreError> {
+        self.commit(|st, tx| {
+            // Key order: by original mailbox, then original UID.
+            let chosen = matching_retained(st, filter);
+            if chosen.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Where each original mailbox's messages go, and each destination's name,
+            // UIDVALIDITY and next UID (several originals can share one destination).
+            let mut dest_of: HashMap<MailboxId, MailboxId> = HashMap::new();
+            let mut dests: HashMap<MailboxId, (String, u32, u32)> = HashMap::new();
+            let mut entries = Vec::with_capacity(chosen.len());
+            let mut out = Vec::with_capacity(chosen.len());
+            for ((from, from_uid), r) in chosen {
+                let dest = match dest_of.get(&from) {
+                    Some(d) => *d,
+                    None => {
+                        let existing = st
+                            .mailboxes
+                            .get(&from)
+                            .or_else(|| st.id_by_name(&r.name).and_then(|id| st.mailboxes.get(&id)));
+                        let (id, info) = match existing {
+                            Some(mb) => (mb.id, (mb.name.clone(), mb.uidvalidity, mb.uidnext)),
+                            None => match tx.created(&r.name) {
+                                Some((id, uv)) => (id, (r.name.clone(), uv, 1)),
+                                None => {
+                                    let id = tx.create_with_parents(st, &r.name, None, false);
+                                    (id, (r.name.clone(), tx.last_uidvalidity, 1))
+                                }
+                            },
+                        };
+                        dests.entry(id).or_insert(info);
+                        dest_of.insert(from, id);
+                        id
+                    }
+                };
+                let Some((dname, uv, next)) = dests.get_mut(&dest) else { continue };
+                let uid = *next;
+                *next = next.checked_add(1).ok_or_else(uid_space)?;
+                let mut fl = r.flags.clone();
+                fl.retain(|f| f != flags::DELETED);
+                entries.push(RestoreEntry { from, from_uid, to: dest, to_uid: uid, flags: fl });
+                out.push(Restored {
+                    mailbox: dname.clone(),
+                    mailbox_id: dest,
+                    uidvalidity: *uv,
+                    uid,
+                    original_mailbox: from,
+                    original_uid: from_uid,
+                });
+            }
+            let modseq = tx.modseq();
+            tx.records.push(Record::Restore { modseq, entries });
+            Ok(out)
+        })
+    }
+
+    pub(crate) fn purge_expired(&self, now: i64) -> Result<PurgeReport, StoreError> {
+        let cutoff = now.saturating_sub(self.retention());
+        self.commit(|st, tx| {
+            let mut report = PurgeReport { users: 1, ..PurgeReport::default() };
+            let mut released: HashMap<FileId, u32> = HashMap::new();
+            for r in st.retained.values().filter(|r| r.at <= cutoff) {
+                if r.reason.restorable() {
+                    report.messages += 1;
+                    report.bytes += r.size;
+                }
+                *released.entry(r.file).or_insert(0) += 1;
+            }
+            if released.is_empty() {
+                return Ok(report);
+            }
+            report.files_removed =
+                released.iter().filter(|(f, n)| st.refs.get(f).copied().unwrap_or(0) <= **n).count() as u64;
+            tx.records.push(Record::Purge { cutoff });
+            Ok(report)
+        })
+    }
+
+    pub(crate) fn expunged_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Vec<u32>, StoreError> {
+        self.read(|st| {
+            if !st.mailboxes.contains_key(&mailbox) {
+                return Err(StoreError::NoSuchMailbox);
+            }
+            Ok(st
+                .retained
+                .range((mailbox, 0)..=(mailbox, u32::MAX))
+                .filter(|(_, r)| r.modseq > modseq)
+                .map(|((_, uid), _)| *uid)
+                .collect())
+        })
+    }
+
+    pub(crate) fn expunge_horizon(&self, mailbox: MailboxId) -> Result<u64, StoreError> {
+        self.read(|st| st.mailboxes.get(&mailbox).map(|mb| mb.vanished_floor).ok_or(StoreError::NoSuchMailbox))
     }
 
     /// Writes a checkpoint if anything changed since the last one (clean close).
@@ -855,6 +1013,28 @@ fn uid_space() -> StoreError {
     StoreError::Io(std::io::Error::other("UID space of the mailbox exhausted"))
 }
 
+/// The restorable retained entries matching `filter`, in key order (mailbox id, UID).
+fn matching_retained<'a>(st: &'a State, filter: &RetainedFilter) -> Vec<((MailboxId, u32), &'a Retained)> {
+    let wanted = match filter.mailbox.as_deref() {
+        Some(n) => match name::canonical(n) {
+            Some(c) => Some(c),
+            None => return Vec::new(), // no mailbox ever had an invalid name
+        },
+        None => None,
+    };
+    st.retained
+        .iter()
+        .filter(|(_, r)| r.reason.restorable())
+        .filter(|(_, r)| filter.since.is_none_or(|s| r.at >= s))
+        .filter(|(_, r)| filter.until.is_none_or(|u| r.at < u))
+        .filter(|((mb, _), r)| match &wanted {
+            None => true,
+            Some(w) => r.name == *w || st.mailboxes.get(mb).is_some_and(|m| m.name == *w),
+        })
+        .map(|(k, r)| (*k, r))
+        .collect()
+}
+
 fn has_children(st: &State, parent: &str) -> bool {
     let prefix = format!("{parent}/");
     st.names.range(prefix.clone()..).next().is_some_and(|(n, _)| n.starts_with(&prefix))
@@ -872,6 +1052,8 @@ fn snapshot_of(st: &State) -> State {
         subscriptions: st.subscriptions.clone(),
         refs: Default::default(),
         usage: st.usage,
+        retained: st.retained.clone(),
+        retained_usage: st.retained_usage,
     }
 }
 

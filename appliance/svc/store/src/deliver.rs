@@ -196,7 +196,7 @@ fn deliver_direct(
     let directory = Directory::open(data).context("opening the directory")?;
     let store = match Store::open(
         &data.store_dir(),
-        StoreConfig { max_message_bytes: config.limits.max_message_bytes, zstd_level: config.store.zstd_level },
+        StoreConfig { max_message_bytes: config.limits.max_message_bytes, zstd_level: config.store.zstd_level, ..StoreConfig::default() },
     ) {
         Ok(s) => s,
         Err(StoreError::Locked) => bail!(

@@ -51,7 +51,7 @@ pub async fn run(data: DataDir, config: Config) -> anyhow::Result<()> {
 /// Like [`run`], but shuts down when `shutdown` completes (tests, embedding).
 pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let directory = Directory::open(&data).context("opening the directory")?;
-    let store_config = StoreConfig { max_message_bytes: config.limits.max_message_bytes, zstd_level: config.store.zstd_level };
+    let store_config = StoreConfig { max_message_bytes: config.limits.max_message_bytes, zstd_level: config.store.zstd_level, ..StoreConfig::default() };
     let store_dir = data.store_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_config))
         .await

@@ -72,6 +72,7 @@ pub async fn start_with(opts: Options) -> Server {
         StoreConfig {
             max_message_bytes: opts.max_message_bytes,
             zstd_level: 3,
+            ..StoreConfig::default()
         },
     )
     .unwrap();
