@@ -5,11 +5,14 @@
 //!   config/hermes.toml        the configuration (config/history/ keeps earlier versions)
 //!   directory/                domains and accounts (see `directory`)
 //!   store/                    the mail store (see the hermes-store crate); only the store process writes it
+//!   queue/                    the router's mail queue (see hermes-svc-router); only the router writes it
 //!   tls/cert.pem, tls/key.pem the TLS certificate chain and key (self-signed on first start)
 //!   run/endpoints.json        where each protocol listens, written by the supervisor
 //!   run/endpoints.d/SVC.json  what each service bound, written by that service
 //!   run/lmtp.sock             LMTP on a unix socket
 //!   run/control.sock          the supervisor's control socket
+//!   run/router.sock           the router's control socket (`hermes queue ...`)
+//!   run/store.sock            the store service's control socket (`hermes undelete ...`)
 //!   log/                      log files
 //! ```
 
@@ -43,6 +46,10 @@ impl DataDir {
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("store")
     }
+    /// The router's mail queue.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.root.join("queue")
+    }
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")
     }
@@ -64,6 +71,14 @@ impl DataDir {
     }
     pub fn lmtp_socket(&self) -> PathBuf {
         self.run_dir().join("lmtp.sock")
+    }
+    /// The router's control socket (`hermes queue ...`).
+    pub fn router_socket(&self) -> PathBuf {
+        self.run_dir().join("router.sock")
+    }
+    /// The store service's control socket (`hermes undelete`).
+    pub fn store_socket(&self) -> PathBuf {
+        self.run_dir().join("store.sock")
     }
     pub fn control_socket(&self) -> PathBuf {
         self.run_dir().join("control.sock")

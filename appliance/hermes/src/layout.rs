@@ -31,7 +31,7 @@ pub fn ensure_root(data: &DataDir) -> anyhow::Result<()> {
 pub fn ensure_layout(data: &DataDir) -> anyhow::Result<()> {
     ensure_root(data)?;
     for dir in
-        [data.config_dir(), data.directory_dir(), data.store_dir(), data.tls_dir(), data.run_dir(), data.log_dir()]
+        [data.config_dir(), data.directory_dir(), data.store_dir(), data.queue_dir(), data.tls_dir(), data.run_dir(), data.log_dir()]
     {
         private_dir(&dir)?;
     }
@@ -67,16 +67,50 @@ tls_port = {imaps}
 # `listen` is loopback; set it to false before listening on a real network.
 plaintext_auth_on_loopback = true
 
+[pop3]
+port = {pop3}
+tls_port = {pop3s}
+# As for IMAP: USER/PASS and AUTH without TLS from loopback clients only.
+plaintext_auth_on_loopback = true
+
 [lmtp]
 port = {lmtp}
 
 [limits]
 max_message_bytes = {max_message}
+
+[router]
+# SMTP (MX, no AUTH), submission (STARTTLS, then AUTH) and submissions (implicit TLS).
+smtp_port = {smtp}
+submission_port = {submission}
+submissions_port = {submissions}
+# Client networks allowed to relay without AUTH (CIDR). None by default, loopback included.
+relay_networks = []
+# Retries back off from retry_min_secs doubling to retry_max_secs; a delay notice after
+# delay_warning_secs; a bounce after queue_lifetime_secs.
+retry_min_secs = {retry_min}
+retry_max_secs = {retry_max}
+delay_warning_secs = {delay_warning}
+queue_lifetime_secs = {lifetime}
+# Departmental servers (split domains: local accounts stay local, the rest is relayed):
+# [[router.routes]]
+# domain = "dept.example.org"
+# hosts = ["mail.dept.example.org:25"]
+# tls = "opportunistic"   # or "required", "none"
 "#,
         imap = config::DEFAULT_IMAP_PORT,
         imaps = config::DEFAULT_IMAPS_PORT,
         lmtp = config::DEFAULT_LMTP_PORT,
+        pop3 = config::DEFAULT_POP3_PORT,
+        pop3s = config::DEFAULT_POP3S_PORT,
         max_message = hermes_core::DEFAULT_MAX_MESSAGE_BYTES,
+        smtp = config::DEFAULT_SMTP_PORT,
+        submission = config::DEFAULT_SUBMISSION_PORT,
+        submissions = config::DEFAULT_SUBMISSIONS_PORT,
+        retry_min = config::DEFAULT_RETRY_MIN_SECS,
+        retry_max = config::DEFAULT_RETRY_MAX_SECS,
+        delay_warning = config::DEFAULT_DELAY_WARNING_SECS,
+        lifetime = config::DEFAULT_QUEUE_LIFETIME_SECS,
     )
 }
 

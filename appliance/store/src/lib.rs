@@ -26,8 +26,20 @@
 //! - **QRESYNC**: [`UserStore::expunged_since`] answers VANISHED (EARLIER) from the retained
 //!   entries for any client modseq at or above [`UserStore::expunge_horizon`].
 //!
+//! - **Quota**: [`UserStore::set_quota`] gives a user's limits (kept in memory; callers set them
+//!   from the directory account at login and at LMTP RCPT). APPEND, COPY and delivery check
+//!   `live usage + new <= limit` under the user's lock, in the same critical section that
+//!   assigns UIDs, so concurrent writers can never together pass the limit; over it they get
+//!   [`StoreError::OverQuota`]. MOVE within a user and undelete are never refused.
+//! - **Quota warnings**: when live usage crosses one of [`QUOTA_WARNING_PERCENTS`] of the byte
+//!   limit, the store appends one warning (composed by [`Store::set_quota_warnings`]) to INBOX,
+//!   exempt from the quota, and persists the level warned at (`users/<id>/quota-warned`);
+//!   dropping below a level re-arms it. At least once: a crash between the warning and the
+//!   level file can repeat a warning, never lose one.
+//!
 //! What it is not: an IMAP server (no sequence numbers, no \Recent, no SEARCH: those live in
-//! the session layer above `MailboxView`), nor a quota enforcer (`usage` reports, issue 3 enforces).
+//! the session layer above `MailboxView`), nor a quota *policy* (which limits apply comes from
+//! the directory, through the caller).
 //! [`Usage`] counts live mail only: retained (expunged) mail does not count toward a quota;
 //! [`UserStore::usage_detail`] reports both.
 //!
@@ -47,6 +59,7 @@ mod codec;
 mod flags;
 mod log;
 mod name;
+mod quota;
 mod record;
 mod state;
 mod store;
@@ -55,9 +68,12 @@ mod user;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_quota;
+#[cfg(test)]
 mod tests_retention;
 
 pub use name::{MAX_DEPTH as MAX_MAILBOX_DEPTH, MAX_NAME_BYTES as MAX_MAILBOX_NAME_BYTES};
+pub use quota::{QUOTA_WARNING_PERCENTS, QuotaLimits, QuotaWarning, QuotaWarningComposer};
 pub use user::{CHECKPOINT_EVERY, NOTICE_CAPACITY};
 
 /// The hierarchy delimiter of mailbox names.
@@ -359,6 +375,10 @@ pub enum StoreError {
     TooLarge,
     #[error("no such message")]
     NoSuchMessage,
+    /// The change would take the user's live mail over the limits given to
+    /// [`UserStore::set_quota`] (IMAP `NO [OVERQUOTA]`, LMTP 452 4.2.2 or 552 5.2.2).
+    #[error("quota exceeded")]
+    OverQuota,
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("store corrupt: {0}")]
@@ -397,6 +417,13 @@ impl Store {
         targets: &[DeliveryTarget],
     ) -> Vec<Result<Appended, StoreError>> {
         self.inner.deliver(raw, internal_date, targets)
+    }
+
+    /// Installs what composes quota warning messages (see [`QuotaWarningComposer`]); replaces
+    /// any earlier one. Without one (e.g. a CLI that opened the store directly) no warning is
+    /// sent and no level is recorded, so the service sends it at the user's next change.
+    pub fn set_quota_warnings(&self, composer: QuotaWarningComposer) {
+        self.inner.set_quota_warnings(composer)
     }
 
     /// Drops, for every user in the store, the retained messages expunged at or before
@@ -500,6 +527,24 @@ impl UserStore {
     /// Live mail only (what counts toward the quota); O(1).
     pub fn usage(&self) -> Usage {
         self.inner.usage()
+    }
+    /// Sets (or with `None` lifts) this user's limits. Kept in memory only, for as long as the
+    /// user stays loaded: callers set it from the directory account whenever they start
+    /// working for the user (IMAP/POP login, LMTP RCPT, admin commands), so a changed quota
+    /// applies from the next login or delivery. A user loaded without one has no limit.
+    /// Lowering the limit never refuses anything already stored; raising it re-arms warnings
+    /// the user is now below.
+    pub fn set_quota(&self, limits: Option<QuotaLimits>) {
+        self.inner.set_quota(limits)
+    }
+    /// The limits last given to [`UserStore::set_quota`].
+    pub fn quota(&self) -> Option<QuotaLimits> {
+        self.inner.quota()
+    }
+    /// The highest of [`QUOTA_WARNING_PERCENTS`] the user has been warned at and not since
+    /// dropped below (0: none). Persisted in `users/<id>/quota-warned`.
+    pub fn quota_warned_percent(&self) -> u8 {
+        self.inner.quota_warned_percent()
     }
     /// Live and retained totals; O(1).
     pub fn usage_detail(&self) -> UsageDetail {

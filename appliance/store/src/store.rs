@@ -67,7 +67,12 @@ pub(crate) fn open(root: &Path, config: StoreConfig) -> Result<StoreInner, Store
         std::fs::remove_file(entry.path())?;
     }
     Ok(StoreInner {
-        shared: Arc::new(Shared { root: root.to_path_buf(), config, _lock: lock }),
+        shared: Arc::new(Shared {
+            root: root.to_path_buf(),
+            config,
+            _lock: lock,
+            warnings: parking_lot::RwLock::new(None),
+        }),
         users: Mutex::new(HashMap::new()),
         epoch: Instant::now(),
     })
@@ -104,6 +109,10 @@ impl StoreInner {
             self.evict_idle();
         }
         Ok(user)
+    }
+
+    pub(crate) fn set_quota_warnings(&self, composer: crate::QuotaWarningComposer) {
+        *self.shared.warnings.write() = Some(composer);
     }
 
     /// Every user with a folder in the store (names that are not user ids are skipped).

@@ -17,13 +17,21 @@
 //!   `written_seq`, so a UID that a client has seen can never be handed out again after a crash.
 //! - After an I/O failure that leaves the log or the disk state uncertain the user is
 //!   *poisoned*: every later call fails and `Store::user` loads a fresh instance from disk.
-//! - Lock order: `sync` before `core`; nothing else is held while taking either.
+//! - Lock order: `warning` before `sync` before `core`; nothing else is held while taking
+//!   any of them (`checkpointing` is taken with none held).
+//! - Quota: an operation that adds live mail reserves it in its transaction ([`Tx::reserve`])
+//!   against the usage of the state it is prepared from, under `core`: the check and the
+//!   records that change usage are one critical section, so concurrent writers cannot both
+//!   pass. Quota warnings are sent after the triggering change is durable, one user's at a
+//!   time (`warning`), and the warning's own append is exempt from the quota and from
+//!   triggering another check.
 
 use crate::blob::{self, FileId};
 use crate::checkpoint;
 use crate::log::{self, AppendError, LogWriter};
 use crate::record::{AppendEntry, MAX_RECORD_BYTES, Record, RestoreEntry};
 use crate::state::{RetainReason, Retained, State, entry, next_uidvalidity};
+use crate::quota::{self, QuotaLimits, QuotaWarning, QuotaWarningComposer};
 use crate::{
     ChangeNotice, CopyResult, DEFAULT_MAILBOXES, Flag, FlagOp, FlagUpdate, InternalDate, MailboxId, MailboxInfo,
     MailboxView, NewMessage, PurgeReport, Restored, RetainedFilter, RetainedMessage, RetainedReason, SpecialUse,
@@ -55,6 +63,8 @@ pub(crate) struct Shared {
     pub root: PathBuf,
     pub config: StoreConfig,
     pub _lock: nix::fcntl::Flock<std::fs::File>,
+    /// Composes quota warnings; `None`: none are sent (and no level is recorded).
+    pub warnings: parking_lot::RwLock<Option<QuotaWarningComposer>>,
 }
 
 struct Core {
@@ -65,6 +75,10 @@ struct Core {
     /// A new name appeared in `msgs/` since the last log fsync.
     dir_dirty: bool,
     checkpoint_seq: u64,
+    /// The user's limits ([`crate::UserStore::set_quota`]); `None`: unlimited / not known.
+    quota: Option<QuotaLimits>,
+    /// The warning level last recorded (mirror of the `quota-warned` file).
+    warned: u8,
 }
 
 #[derive(Default)]
@@ -110,6 +124,8 @@ pub(crate) struct UserInner {
     poisoned: AtomicBool,
     /// Held while a checkpoint is written (one at a time: they share `checkpoint.tmp`).
     checkpointing: Mutex<()>,
+    /// Held while quota warning levels are examined and a warning is sent (one at a time).
+    warning: Mutex<()>,
     cache: Mutex<Cache>,
     pub(crate) last_used: AtomicU64,
 }
@@ -121,17 +137,38 @@ struct Tx {
     last_uidvalidity: u32,
     records: Vec<Record>,
     new_files: bool,
+    /// The limits this transaction is checked against (`None`: exempt or unlimited).
+    quota: Option<QuotaLimits>,
+    /// Live mail this transaction adds, reserved so far.
+    reserved: Usage,
 }
 
 impl Tx {
-    fn new(st: &State) -> Tx {
+    fn new(st: &State, quota: Option<QuotaLimits>) -> Tx {
         Tx {
             modseq: st.modseq,
             next_mailbox_id: st.next_mailbox_id,
             last_uidvalidity: st.last_uidvalidity,
             records: Vec::new(),
             new_files: false,
+            quota,
+            reserved: Usage::default(),
         }
+    }
+    /// Reserves `bytes` in `messages` more live messages against the quota, on top of the
+    /// state's usage and what this transaction already reserved: [`StoreError::OverQuota`]
+    /// if that would pass a limit (reaching it exactly is allowed).
+    fn reserve(&mut self, st: &State, bytes: u64, messages: u64) -> Result<(), StoreError> {
+        let base = Usage {
+            bytes: st.usage.bytes.saturating_add(self.reserved.bytes),
+            messages: st.usage.messages.saturating_add(self.reserved.messages),
+        };
+        if !quota::fits(self.quota, base, bytes, messages) {
+            return Err(StoreError::OverQuota);
+        }
+        self.reserved.bytes = self.reserved.bytes.saturating_add(bytes);
+        self.reserved.messages = self.reserved.messages.saturating_add(messages);
+        Ok(())
     }
     fn modseq(&mut self) -> u64 {
         self.modseq += 1;
@@ -256,6 +293,7 @@ impl UserInner {
         blob::create_dir_durable(&msgs)?;
         blob::create_dir_durable(&logs)?;
         let mut state = checkpoint::load(&dir)?.unwrap_or_else(State::new);
+        let warned = quota::read_warned(&dir, id);
         let checkpoint_seq = state.seq;
         let log = replay(&logs, &mut state, checkpoint_seq, id)?;
         remove_orphans(&msgs, &state, id)?;
@@ -267,12 +305,22 @@ impl UserInner {
             msgs,
             logs,
             shared,
-            core: Mutex::new(Core { state, log, written_seq: seq, durable_seq: seq, dir_dirty: false, checkpoint_seq }),
+            core: Mutex::new(Core {
+                state,
+                log,
+                written_seq: seq,
+                durable_seq: seq,
+                dir_dirty: false,
+                checkpoint_seq,
+                quota: None,
+                warned,
+            }),
             durable: Condvar::new(),
             sync: Mutex::new(()),
             notices,
             poisoned: AtomicBool::new(false),
             checkpointing: Mutex::new(()),
+            warning: Mutex::new(()),
             cache: Mutex::new(Cache::default()),
             last_used: AtomicU64::new(0),
         };
@@ -326,14 +374,28 @@ impl UserInner {
         f(&core.state)
     }
 
-    /// Prepares records with `prepare`, writes and applies them, and returns once durable.
+    /// Prepares records with `prepare`, writes and applies them, and returns once durable;
+    /// then, if live usage changed, updates the quota warning level (sending a warning).
     fn commit<T>(&self, prepare: impl FnOnce(&State, &mut Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let (out, last_seq, dead, notices) = {
+        self.commit_as(Quota::Enforce, prepare)
+    }
+
+    fn commit_as<T>(
+        &self,
+        mode: Quota,
+        prepare: impl FnOnce(&State, &mut Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (out, last_seq, dead, notices, usage_changed) = {
             let mut core = self.core.lock();
             if self.is_poisoned() {
                 return Err(poisoned_error());
             }
-            let mut tx = Tx::new(&core.state);
+            let limits = match mode {
+                Quota::Enforce => core.quota,
+                Quota::Exempt => None,
+            };
+            let usage_before = core.state.usage;
+            let mut tx = Tx::new(&core.state, limits);
             let out = prepare(&core.state, &mut tx)?;
             if tx.records.is_empty() {
                 let seq = core.written_seq;
@@ -367,7 +429,8 @@ impl UserInner {
                 dead.extend(core.state.apply(first + i as u64, r));
             }
             core.written_seq = core.state.seq;
-            (out, core.written_seq, dead, notices_of(&tx.records))
+            let usage_changed = core.state.usage != usage_before;
+            (out, core.written_seq, dead, notices_of(&tx.records), usage_changed)
         };
         self.sync_to(last_seq)?;
         for f in dead {
@@ -382,7 +445,108 @@ impl UserInner {
             let _ = self.notices.send(n);
         }
         self.maybe_checkpoint(last_seq);
+        if usage_changed && mode == Quota::Enforce {
+            self.quota_followup();
+        }
         Ok(out)
+    }
+
+    // ---- quota ----
+
+    pub(crate) fn set_quota(&self, limits: Option<QuotaLimits>) {
+        let changed = {
+            let mut core = self.core.lock();
+            let changed = core.quota != limits;
+            core.quota = limits;
+            changed
+        };
+        if changed {
+            self.rearm_warnings();
+        }
+    }
+
+    pub(crate) fn quota(&self) -> Option<QuotaLimits> {
+        self.core.lock().quota
+    }
+
+    pub(crate) fn quota_warned_percent(&self) -> u8 {
+        self.core.lock().warned
+    }
+
+    /// After new limits: lowers the recorded warning level to what usage now reaches, so a
+    /// raised quota re-arms the warnings. Never sends one (that happens on a change of mail).
+    fn rearm_warnings(&self) {
+        let _one = self.warning.lock();
+        let (usage, limits, warned) = self.quota_position();
+        let Some(limits) = limits else { return };
+        let level = quota::level(usage.bytes, limits);
+        if level < warned {
+            self.record_warned(level);
+        }
+    }
+
+    fn quota_position(&self) -> (Usage, Option<QuotaLimits>, u8) {
+        let core = self.core.lock();
+        (core.state.usage, core.quota, core.warned)
+    }
+
+    fn record_warned(&self, level: u8) {
+        // Memory first: even if the file cannot be written, this process does not repeat the
+        // warning; after a restart the old level at worst repeats it once.
+        self.core.lock().warned = level;
+        if let Err(e) = quota::write_warned(&self.dir, level) {
+            tracing::warn!(user = %self.id, error = %e, level, "cannot record the quota warning level");
+        }
+    }
+
+    /// Called after a durable change of live usage: if usage now reaches a warning threshold
+    /// above the recorded level, appends one warning to INBOX (exempt from the quota) and then
+    /// records the level; if it dropped below the recorded level, lowers the record so the
+    /// next crossing warns again. Failures are logged: the next change retries.
+    fn quota_followup(&self) {
+        let _one = self.warning.lock();
+        let (usage, limits, warned) = self.quota_position();
+        // Limits unknown (nobody set them since the user was loaded): leave the record alone,
+        // rather than re-arming warnings the user already got.
+        let Some(limits) = limits else { return };
+        let level = quota::level(usage.bytes, limits);
+        if level == warned {
+            return;
+        }
+        if level > warned {
+            let composer = self.shared.warnings.read().clone();
+            let Some(compose) = composer else { return };
+            let raw = compose(&self.id, &QuotaWarning { percent: level, usage, limits });
+            if let Err(e) = self.append_exempt_to_inbox(raw) {
+                tracing::warn!(user = %self.id, error = %e, level, "quota warning not delivered; retried at the next change");
+                return;
+            }
+            tracing::info!(user = %self.id, level, used_bytes = usage.bytes, limit_bytes = limits.bytes, "quota warning delivered");
+        }
+        self.record_warned(level);
+    }
+
+    /// Appends `raw` to INBOX without a quota check and without triggering a followup.
+    fn append_exempt_to_inbox(&self, raw: Vec<u8>) -> Result<(), StoreError> {
+        if raw.len() as u64 > self.shared.config.max_message_bytes {
+            return Err(StoreError::TooLarge);
+        }
+        let message = NewMessage { raw, flags: Vec::new(), internal_date: None };
+        let files = self.write_files(std::slice::from_ref(&message))?;
+        let res = self.commit_as(Quota::Exempt, |st, tx| {
+            let id = st.id_by_name(name::INBOX).ok_or(StoreError::NoSuchMailbox)?;
+            let mb = st.mailboxes.get(&id).ok_or(StoreError::NoSuchMailbox)?;
+            mb.uidnext.checked_add(1).ok_or_else(uid_space)?;
+            let modseq = tx.modseq();
+            let entries = files.iter().map(|(f, size)| entry(mb.uidnext, *f, Vec::new(), now_date(), *size)).collect();
+            tx.records.push(Record::Append { mailbox: id, modseq, messages: entries });
+            tx.new_files = true;
+            Ok(())
+        });
+        if res.is_err() && !self.is_poisoned() {
+            self.remove_files(files.iter().map(|f| f.0));
+        }
+        res
     }
 
     /// Group commit: returns once every record up to `seq` is durable. One caller at a time
@@ -664,6 +828,8 @@ impl UserInner {
             let first = mb.uidnext;
             let count = u32::try_from(files.len()).map_err(|_| uid_space())?;
             first.checked_add(count).ok_or_else(uid_space)?;
+            let bytes = files.iter().fold(0u64, |a, (_, size)| a.saturating_add(*size));
+            tx.reserve(st, bytes, u64::from(count))?;
             let modseq = tx.modseq();
             let entries: Vec<AppendEntry> = messages
                 .iter()
@@ -706,6 +872,11 @@ impl UserInner {
                     results.push(Err(StoreError::InvalidMailboxName));
                     continue;
                 };
+                // Before any mailbox is created for it: a refused delivery changes nothing.
+                if let Err(e) = tx.reserve(st, size, 1) {
+                    results.push(Err(e));
+                    continue;
+                }
                 let (id, uidvalidity, uidnext) = match st.id_by_name(&c).and_then(|id| st.mailboxes.get(&id)) {
                     Some(mb) => (mb.id, mb.uidvalidity, mb.uidnext),
                     None => {
@@ -735,12 +906,16 @@ impl UserInner {
                     results.push(Err(uid_space()));
                     continue;
                 };
+
                 let uid = t.2;
                 t.2 = next;
                 t.3.push(entry(uid, file, flags::normalize(fl), internal_date, size));
                 results.push(Ok(crate::Appended { mailbox: id, uidvalidity: t.1, uid }));
             }
             for (id, _, _, entries) in touched {
+                if entries.is_empty() {
+                    continue; // every target of this mailbox was refused (over quota)
+                }
                 let modseq = tx.modseq();
                 tx.records.push(Record::Append { mailbox: id, modseq, messages: entries });
             }
@@ -800,6 +975,11 @@ impl UserInner {
                 found.iter().enumerate().map(|(k, i)| (src.messages[*i].uid, dst.uidnext + k as u32)).collect();
             if pairs.is_empty() {
                 return Ok(CopyResult { uidvalidity: dst.uidvalidity, pairs });
+            }
+            if !is_move {
+                // COPY adds live mail (even within one user: each copy counts); MOVE does not.
+                let bytes = found.iter().fold(0u64, |a, i| a.saturating_add(src.messages[*i].size));
+                tx.reserve(st, bytes, u64::from(count))?;
             }
             let modseq = tx.modseq();
             if is_move {
@@ -1144,4 +1324,13 @@ fn remove_orphans(msgs: &Path, state: &State, user: &UserId) -> Result<(), Store
         tracing::info!(user = %user, removed, "removed unreferenced message files");
     }
     Ok(())
+}
+
+/// Whether a commit is checked against the user's quota and followed by a warning check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quota {
+    /// Every ordinary operation (operations that add no live mail never reserve any).
+    Enforce,
+    /// The quota warning itself: never refused, never triggers another warning.
+    Exempt,
 }

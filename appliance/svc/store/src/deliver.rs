@@ -19,16 +19,18 @@ use hermes_core::config::Config;
 use hermes_core::directory::{Directory, UserId};
 use hermes_core::paths::DataDir;
 use hermes_proto::lmtp::{Address, Reply};
-use hermes_store::{DeliveryTarget, Store, StoreConfig, StoreError};
+use hermes_store::{DeliveryTarget, Store, StoreError};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A delivery id for logs and the Received header: unique within a host (time, pid, counter).
+/// Fixed width (8 + 5 + 6 hex digits until 2106), so the stored size of a message does not
+/// depend on how many deliveries the process made before it.
 pub(crate) fn new_delivery_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{:x}{:05x}{:x}", now.as_secs(), std::process::id() & 0xfffff, n)
+    format!("{:08x}{:05x}{:06x}", now.as_secs(), std::process::id() & 0xfffff, n & 0xff_ffff)
 }
 
 /// Keeps only characters safe inside a header field's structured part.
@@ -80,10 +82,17 @@ pub(crate) fn trace_headers(t: &Trace<'_>) -> Vec<u8> {
 }
 
 /// Store error → the recipient's reply. Text never carries paths or internals.
-pub(crate) fn store_reply(rcpt: &str, result: &Result<hermes_store::Appended, StoreError>, id: &str) -> Reply {
+/// `quota_permanent` is `[store] quota_permanent_failure` (see [`crate::quota::over_quota_reply`]).
+pub(crate) fn store_reply(
+    rcpt: &str,
+    result: &Result<hermes_store::Appended, StoreError>,
+    id: &str,
+    quota_permanent: bool,
+) -> Reply {
     match result {
         Ok(_) => Reply::new(250, (2, 0, 0), format!("<{rcpt}> Delivered id {id}")),
         Err(StoreError::TooLarge) => Reply::new(552, (5, 3, 4), "Message size exceeds fixed maximum message size"),
+        Err(StoreError::OverQuota) => crate::quota::over_quota_reply(rcpt, quota_permanent),
         Err(_) => Reply::new(451, (4, 3, 0), format!("<{rcpt}> Temporary failure, try again later")),
     }
 }
@@ -110,6 +119,7 @@ pub(crate) fn deliver_to_users(store: &Store, raw: &[u8], users: &[UserId]) -> V
             match &results[i] {
                 Ok(a) => Ok(*a),
                 Err(StoreError::TooLarge) => Err(StoreError::TooLarge),
+                Err(StoreError::OverQuota) => Err(StoreError::OverQuota),
                 Err(e) => Err(StoreError::Corrupt(e.to_string())),
             }
         })
@@ -194,10 +204,7 @@ fn deliver_direct(
 ) -> anyhow::Result<Vec<RecipientResult>> {
     let config = load_config(data)?;
     let directory = Directory::open(data).context("opening the directory")?;
-    let store = match Store::open(
-        &data.store_dir(),
-        StoreConfig { max_message_bytes: config.limits.max_message_bytes, zstd_level: config.store.zstd_level, ..StoreConfig::default() },
-    ) {
+    let store = match Store::open(&data.store_dir(), crate::run::store_config(&config)) {
         Ok(s) => s,
         Err(StoreError::Locked) => bail!(
             "the store is held by a running server, but its LMTP socket {} is unreachable ({connect_error})",
@@ -205,12 +212,17 @@ fn deliver_direct(
         ),
         Err(e) => return Err(e).context("opening the store"),
     };
+    store.set_quota_warnings(crate::quota::warning_composer(&config.hostname));
     let mut results: Vec<Option<Reply>> = vec![None; to.len()];
     let mut users = Vec::new();
     let mut user_slots = Vec::new();
     for (i, rcpt) in to.iter().enumerate() {
         match directory.lookup(rcpt) {
             Ok(Some(account)) => {
+                match store.user(&account.user_id) {
+                    Ok(u) => crate::quota::apply_account(&u, &account),
+                    Err(e) => tracing::warn!(error = %e, "cannot open the recipient's store"), // delivery reports it
+                }
                 users.push(account.user_id);
                 user_slots.push(i);
             }
@@ -243,7 +255,7 @@ fn deliver_direct(
         for (k, slot) in user_slots.iter().enumerate() {
             let r = outcome.get(k).map_or_else(
                 || Reply::new(552, (5, 3, 4), "Message size exceeds fixed maximum message size"),
-                |res| store_reply(&to[*slot], res, &id),
+                |res| store_reply(&to[*slot], res, &id, config.store.quota_permanent_failure),
             );
             results[*slot] = Some(r);
         }

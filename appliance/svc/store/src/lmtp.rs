@@ -6,8 +6,13 @@
 //! unknown user or non-local domain: 550 5.1.1), and delivers each message once for all its
 //! recipients with [`hermes_store::Store::deliver`] (one stored copy, hard-linked per user).
 //!
-//! What it is not: no queue (the router's job), no Sieve (issue 3), no quota check yet
-//! (issue 3), no TLS or AUTH (LMTP is for the local MTA on loopback or the unix socket).
+//! Quota: at RCPT the recipient's store gets the account's current limits
+//! ([`crate::quota::apply_account`]); a recipient with no room left at all is refused there,
+//! and the store refuses a message that would pass the limit. Either way the answer is
+//! `452 4.2.2` (the sender retries), or `552 5.2.2` with `[store] quota_permanent_failure`.
+//!
+//! What it is not: no queue (the router's job), no Sieve (issue 3), no TLS or AUTH (LMTP is
+//! for the local MTA on loopback or the unix socket).
 //!
 //! Invariants:
 //! - A recipient gets `250` only after `Store::deliver` returned `Ok` for it, which means the
@@ -151,9 +156,30 @@ async fn resolve(ctx: &SharedContext, path: &ForwardPath) -> Result<UserId, Repl
         ForwardPath::Address(a) => a.to_string(),
     };
     let directory = ctx.directory.clone();
+    let store = ctx.store.clone();
     let lookup = address.clone();
-    match tokio::task::spawn_blocking(move || directory.lookup(&lookup)).await {
-        Ok(Ok(Some(account))) => Ok(account.user_id),
+    let found = tokio::task::spawn_blocking(move || {
+        let account = directory.lookup(&lookup)?;
+        // Load the user and give it the account's current limits before DATA.
+        let room = account.as_ref().map(|a| match store.user(&a.user_id) {
+            Ok(u) => {
+                crate::quota::apply_account(&u, a);
+                crate::quota::has_room(&u)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the recipient's store; delivery will report it");
+                true
+            }
+        });
+        Ok::<_, hermes_core::directory::DirectoryError>(account.zip(room))
+    })
+    .await;
+    match found {
+        Ok(Ok(Some((account, true)))) => Ok(account.user_id),
+        Ok(Ok(Some((_, false)))) => {
+            tracing::info!(rcpt = %address, "recipient over quota");
+            Err(crate::quota::over_quota_reply(&address, ctx.config.store.quota_permanent_failure))
+        }
         Ok(Ok(None)) => Err(Reply::new(550, (5, 1, 1), format!("<{address}> User unknown"))),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "directory lookup failed");
@@ -205,7 +231,7 @@ async fn deliver(ctx: &SharedContext, peer: Peer, m: Message<UserId>) -> Vec<Rep
                 if let Err(e) = r {
                     tracing::warn!(rcpt = %rcpt, error = %e, id = %id, "delivery failed");
                 }
-                store_reply(rcpt, r, &id)
+                store_reply(rcpt, r, &id, ctx.config.store.quota_permanent_failure)
             }
             None => Reply::new(451, (4, 3, 0), format!("<{rcpt}> Temporary failure, try again later")),
         })

@@ -1,6 +1,7 @@
 //! The store service's process wiring: open the directory and the store, load TLS, bind IMAP,
-//! IMAPS, LMTP (TCP and unix socket), publish what was bound, accept connections under the
-//! connection limits, and shut down gracefully.
+//! IMAPS, POP3, POP3S, LMTP (TCP and unix socket) and the control socket (`run/store.sock`, for
+//! `hermes undelete`), publish what was bound, accept connections under the connection
+//! limits, purge expired retained mail hourly, and shut down gracefully.
 //!
 //! What it is not: no config loading or tracing set-up (`main` does that before calling
 //! [`run`]), no supervision or restart (the supervisor's job), no privilege drop yet.
@@ -9,10 +10,14 @@
 //! - `run/endpoints.d/store.json` is written only after every listener is bound, with the
 //!   addresses actually bound (port 0 in the config means the kernel's choice).
 //! - Each connection holds a [`ConnectionGuard`] for its whole life: IMAP (plain and TLS) and
-//!   LMTP have separate limiters, so a flood of IMAP clients cannot block mail delivery.
+//!   LMTP have separate limiters (POP3 has its own too), so a flood of IMAP clients cannot block mail delivery.
 //! - On shutdown the accept loops stop first, then sessions are told (via
 //!   [`crate::Context::shutdown`]) and given [`DRAIN_TIMEOUT`] to finish; the LMTP socket file
-//!   is removed so `hermes deliver` falls back to the store once the lock is free.
+//!   and control socket files are removed so `hermes deliver` and `hermes undelete` fall back
+//!   to the store once the lock is free.
+//! - The purge task runs [`Store::purge_expired`] once shortly after start and then every
+//!   [`PURGE_INTERVAL`], one run at a time, in `spawn_blocking`; it stops at shutdown (a run in
+//!   progress finishes: purges are safe to interrupt, but never need to be).
 
 use crate::{Context, SharedContext};
 use anyhow::Context as _;
@@ -37,6 +42,24 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a refused client gets to read its refusal.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often expired retained mail is purged: retention is counted in days, so an hour late
+/// is nothing, and one pass over every user per hour costs little (users are loaded one at a
+/// time; a pass with nothing to drop writes nothing).
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// First purge after start: soon, but after the listeners are up and the first logins are in.
+const FIRST_PURGE_DELAY: Duration = Duration::from_secs(60);
+/// Concurrent control connections (`hermes undelete`): admin commands, a few at a time.
+const MAX_CONTROL_CONNECTIONS: usize = 16;
+
+/// The store's settings from the validated config (also used by `hermes deliver` and
+/// `hermes undelete` when they open the store directly).
+pub fn store_config(config: &Config) -> StoreConfig {
+    StoreConfig {
+        max_message_bytes: config.limits.max_message_bytes,
+        zstd_level: config.store.zstd_level,
+        retention_secs: config.store.retention_days.saturating_mul(24 * 60 * 60),
+    }
+}
 
 /// The store service: serves until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(data: DataDir, config: Config) -> anyhow::Result<()> {
@@ -51,7 +74,7 @@ pub async fn run(data: DataDir, config: Config) -> anyhow::Result<()> {
 /// Like [`run`], but shuts down when `shutdown` completes (tests, embedding).
 pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let directory = Directory::open(&data).context("opening the directory")?;
-    let store_config = StoreConfig { max_message_bytes: config.limits.max_message_bytes, zstd_level: config.store.zstd_level, ..StoreConfig::default() };
+    let store_config = store_config(&config);
     let store_dir = data.store_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_config))
         .await
@@ -60,6 +83,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
             StoreError::Locked => anyhow::anyhow!("the store is locked: another store process is running"),
             e => anyhow::Error::new(e).context("opening the store"),
         })?;
+    store.set_quota_warnings(crate::quota::warning_composer(&config.hostname));
     let tls = match hermes_runtime::tls::load_acceptor(&data) {
         Ok(a) => Some(a),
         Err(e) => {
@@ -74,17 +98,29 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
         Some(_) => Some(bind_tcp(SocketAddr::new(ip, config.imap.tls_port)).await.context("binding IMAPS")?),
         None => None,
     };
+    let pop3 = bind_tcp(SocketAddr::new(ip, config.pop3.port)).await.context("binding POP3")?;
+    let pop3s = match tls {
+        Some(_) => Some(bind_tcp(SocketAddr::new(ip, config.pop3.tls_port)).await.context("binding POP3S")?),
+        None => None,
+    };
     let lmtp = bind_tcp(SocketAddr::new(ip, config.lmtp.port)).await.context("binding LMTP")?;
     let socket_path = data.lmtp_socket();
     let lmtp_unix = bind_unix(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
+    let control_path = data.store_socket();
+    let control = bind_unix(&control_path).with_context(|| format!("binding {}", control_path.display()))?;
 
     let mut endpoints = ServiceEndpoints { service: "store".into(), pid: std::process::id(), ..Default::default() };
     endpoints.tcp.insert("imap".into(), imap.local_addr()?.to_string());
     if let Some(l) = &imaps {
         endpoints.tcp.insert("imaps".into(), l.local_addr()?.to_string());
     }
+    endpoints.tcp.insert("pop3".into(), pop3.local_addr()?.to_string());
+    if let Some(l) = &pop3s {
+        endpoints.tcp.insert("pop3s".into(), l.local_addr()?.to_string());
+    }
     endpoints.tcp.insert("lmtp".into(), lmtp.local_addr()?.to_string());
     endpoints.unix.insert("lmtp".into(), socket_path.display().to_string());
+    endpoints.unix.insert("control".into(), control_path.display().to_string());
 
     let signal = Shutdown::new();
     let ctx: SharedContext = Arc::new(Context {
@@ -97,6 +133,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     });
     let tracker = SessionTracker::new();
     let imap_limiter = ConnectionLimiter::from_limits(&config.limits);
+    let pop3_limiter = ConnectionLimiter::from_limits(&config.limits);
     let lmtp_limiter = ConnectionLimiter::from_limits(&config.limits);
 
     let mut loops = JoinSet::new();
@@ -104,8 +141,14 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     if let Some(l) = imaps {
         loops.spawn(accept_tcp(l, Protocol::Imap { implicit_tls: true }, imap_limiter, ctx.clone(), tracker.token()));
     }
+    loops.spawn(accept_tcp(pop3, Protocol::Pop3 { implicit_tls: false }, pop3_limiter.clone(), ctx.clone(), tracker.token()));
+    if let Some(l) = pop3s {
+        loops.spawn(accept_tcp(l, Protocol::Pop3 { implicit_tls: true }, pop3_limiter, ctx.clone(), tracker.token()));
+    }
     loops.spawn(accept_tcp(lmtp, Protocol::Lmtp, lmtp_limiter.clone(), ctx.clone(), tracker.token()));
     loops.spawn(accept_unix(lmtp_unix, lmtp_limiter, ctx.clone(), tracker.token()));
+    loops.spawn(accept_control(control, ctx.clone(), tracker.token()));
+    loops.spawn(purge_loop(ctx.clone()));
 
     hermes_runtime::endpoints::write_service_endpoints(&data, &endpoints).context("writing endpoints")?;
     tracing::info!(endpoints = ?endpoints.tcp, socket = %socket_path.display(), "store service listening");
@@ -115,6 +158,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     // Accept loops see the signal and return, dropping their listeners.
     while loops.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(&control_path);
     drop(ctx);
     if tracker.drain(DRAIN_TIMEOUT).await {
         tracing::info!("all sessions ended");
@@ -127,6 +171,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
 #[derive(Debug, Clone, Copy)]
 enum Protocol {
     Imap { implicit_tls: bool },
+    Pop3 { implicit_tls: bool },
     Lmtp,
 }
 
@@ -146,6 +191,10 @@ fn refusal(protocol: Protocol, why: LimitExceeded, hostname: &str) -> Vec<u8> {
         Protocol::Imap { .. } => match why {
             LimitExceeded::Total => b"* BYE Too many connections\r\n".to_vec(),
             LimitExceeded::PerIp => b"* BYE Too many connections from your address\r\n".to_vec(),
+        },
+        Protocol::Pop3 { .. } => match why {
+            LimitExceeded::Total => b"-ERR [SYS/TEMP] Too many connections\r\n".to_vec(),
+            LimitExceeded::PerIp => b"-ERR [SYS/TEMP] Too many connections from your address\r\n".to_vec(),
         },
         Protocol::Lmtp => crate::lmtp::too_many_connections(hostname),
     }
@@ -186,6 +235,7 @@ async fn accept_tcp(
             let _held: (ConnectionGuard, SessionToken) = (guard, token);
             match protocol {
                 Protocol::Imap { implicit_tls } => crate::imap::serve(stream, peer, implicit_tls, ctx).await,
+                Protocol::Pop3 { implicit_tls } => crate::pop3::serve(stream, peer, implicit_tls, ctx).await,
                 Protocol::Lmtp => crate::lmtp::serve(stream, crate::lmtp::Peer::Tcp(peer), ctx).await,
             }
         });
@@ -219,5 +269,77 @@ async fn accept_unix(listener: tokio::net::UnixListener, limiter: ConnectionLimi
             let _held: (ConnectionGuard, SessionToken) = (guard, token);
             crate::lmtp::serve(stream, crate::lmtp::Peer::Unix, ctx).await
         });
+    }
+}
+
+/// Accepts control connections (`hermes undelete`) until shutdown.
+async fn accept_control(listener: tokio::net::UnixListener, ctx: SharedContext, token: SessionToken) {
+    let mut shutdown = ctx.shutdown.clone();
+    let limiter = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = triggered(&mut shutdown) => return,
+        };
+        let Ok(permit) = Arc::clone(&limiter).try_acquire_owned() else {
+            refuse(stream, b"{\"ok\":false,\"error\":\"too many control connections\"}\n".to_vec());
+            continue;
+        };
+        let ctx = ctx.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let _held = (permit, token);
+            crate::quota::undelete::serve_connection(stream, ctx).await
+        });
+    }
+}
+
+/// Purges expired retained mail shortly after start and then every [`PURGE_INTERVAL`].
+async fn purge_loop(ctx: SharedContext) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut next = tokio::time::Instant::now() + FIRST_PURGE_DELAY;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = triggered(&mut shutdown) => return,
+        }
+        next = tokio::time::Instant::now() + PURGE_INTERVAL;
+        let store = ctx.store.clone();
+        let started = std::time::Instant::now();
+        let now = chrono::Utc::now().timestamp();
+        match tokio::task::spawn_blocking(move || store.purge_expired(now)).await {
+            Ok(Ok(report)) => {
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                if report.failed.is_empty() {
+                    tracing::info!(
+                        users = report.users,
+                        messages = report.messages,
+                        bytes = report.bytes,
+                        files_removed = report.files_removed,
+                        elapsed_ms,
+                        "purged expired messages"
+                    );
+                } else {
+                    tracing::warn!(
+                        users = report.users,
+                        messages = report.messages,
+                        bytes = report.bytes,
+                        files_removed = report.files_removed,
+                        failed = report.failed.len(),
+                        elapsed_ms,
+                        "purged expired messages; some users failed and are retried at the next run"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "purge of expired messages failed; retried at the next run"),
+            Err(e) => tracing::error!(error = %e, "purge task failed; retried at the next run"),
+        }
     }
 }

@@ -160,8 +160,11 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
     };
     let store = s.ctx.store.clone();
     let uid = authenticated.user_id().clone();
+    let account = authenticated.account().clone();
     let opened = tokio::task::spawn_blocking(move || {
         let user = store.user(&uid)?;
+        // Keeps the quota (and so the warning levels) current for this user.
+        crate::quota::apply_account(&user, &account);
         let inbox = user.mailbox("INBOX").ok_or(hermes_store::StoreError::NoSuchMailbox)?;
         let view = user.view(inbox.id)?;
         Ok::<_, hermes_store::StoreError>((user, view))

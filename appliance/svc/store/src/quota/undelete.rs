@@ -1,0 +1,419 @@
+//! Undelete: the store service's control socket `run/store.sock` (JSON lines) and
+//! `hermes undelete ACCOUNT [--mailbox M] [--since T] [--until T] [--list] [--json]`.
+//!
+//! One request line, one response line:
+//! `{"op":"undelete","account":"a@example.org","filter":{"mailbox":"INBOX","since":1700000000,"until":null},"list":true}`
+//! answers `{"ok":true,"account":...,"messages":[...]}` (the retained messages, or with
+//! `"list":false` the ones restored, each with its new mailbox and UID) or
+//! `{"ok":false,"error":"..."}`. When no store service answers on the socket, the command
+//! opens the store itself (taking the store lock, so it can never race a running server),
+//! as `hermes deliver` does.
+//!
+//! What it is not: an authenticated API. The socket is mode 0660 inside the data folder's
+//! `run/`, so only the data folder's owner (and group) reach it, as with `run/lmtp.sock`.
+//!
+//! Invariants:
+//! - A request line is at most [`MAX_REQUEST`] bytes; a longer one is answered with an error
+//!   and the connection closed. The client bounds what it reads ([`MAX_RESPONSE`]).
+//! - A restore is durable (one change-log record) before the response says ok; sessions of
+//!   the user see the messages as new mail through the store's change notices.
+//! - Errors name the account or the filter, never a path or an internal detail.
+
+use crate::SharedContext;
+use anyhow::{Context as _, bail};
+use hermes_core::config::Config;
+use hermes_core::directory::Directory;
+use hermes_core::paths::DataDir;
+use hermes_store::{RetainedFilter, RetainedMessage, RetainedReason, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Longest request line: an address, a mailbox name (at most 1 KiB) and two times.
+pub const MAX_REQUEST: u64 = 16 * 1024;
+/// Longest response the client reads: about a million retained messages in JSON.
+pub const MAX_RESPONSE: u64 = 512 * 1024 * 1024;
+/// How long the server waits for a request line before closing the connection.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Undelete {
+        account: String,
+        #[serde(default)]
+        filter: Filter,
+        /// Only list what would be restored.
+        #[serde(default)]
+        list: bool,
+    },
+}
+
+/// Which retained messages: every given condition must hold (see [`RetainedFilter`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// The mailbox expunged from (its name then, or its current name).
+    #[serde(default)]
+    pub mailbox: Option<String>,
+    /// Expunged at or after (Unix seconds).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Expunged before (Unix seconds).
+    #[serde(default)]
+    pub until: Option<i64>,
+}
+
+impl From<&Filter> for RetainedFilter {
+    fn from(f: &Filter) -> RetainedFilter {
+        RetainedFilter { mailbox: f.mailbox.clone(), since: f.since, until: f.until }
+    }
+}
+
+/// One retained message, listed or restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The mailbox it was expunged from (its name then) and its UID there.
+    pub mailbox: String,
+    pub uid: u32,
+    /// `expunged` or `mailbox deleted`.
+    pub reason: String,
+    pub expunged_at: i64,
+    /// When the purge may drop it.
+    pub expires_at: i64,
+    pub size: u64,
+    pub flags: Vec<String>,
+    /// Restored only: where it is now (mailbox, UIDVALIDITY, new UID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uidvalidity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_uid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub account: String,
+    /// True when only listed.
+    #[serde(default)]
+    pub listed: bool,
+    #[serde(default)]
+    pub messages: Vec<Entry>,
+    /// True when the store was opened directly (no store service running).
+    #[serde(default)]
+    pub offline: bool,
+}
+
+fn error(text: impl Into<String>) -> Response {
+    Response { ok: false, error: Some(text.into()), ..Response::default() }
+}
+
+fn entry(m: &RetainedMessage) -> Entry {
+    Entry {
+        mailbox: m.mailbox_name.clone(),
+        uid: m.uid,
+        reason: match m.reason {
+            RetainedReason::Expunged => "expunged".into(),
+            RetainedReason::MailboxDeleted => "mailbox deleted".into(),
+        },
+        expunged_at: m.expunged_at,
+        expires_at: m.expires_at,
+        size: m.size,
+        flags: m.flags.clone(),
+        restored_to: None,
+        uidvalidity: None,
+        new_uid: None,
+    }
+}
+
+/// Runs one request against an open store. Blocking (store calls fsync): use
+/// `spawn_blocking` from async code.
+pub fn execute(store: &Store, directory: &Directory, request: &Request) -> Response {
+    let Request::Undelete { account, filter, list } = request;
+    let found = match directory.lookup(account) {
+        Ok(Some(a)) => a,
+        Ok(None) => return error(format!("no such account: {account}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "directory lookup failed");
+            return error("the directory could not be read");
+        }
+    };
+    let user = match store.user(&found.user_id) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(user = %found.address, error = %e, "cannot open the user's store");
+            return error("the account's mail store could not be opened");
+        }
+    };
+    crate::quota::apply_account(&user, &found);
+    let filter = RetainedFilter::from(filter);
+    let listed = user.list_retained(&filter);
+    let mut response = Response { ok: true, account: found.address.clone(), listed: *list, ..Response::default() };
+    if *list {
+        response.messages = listed.iter().map(entry).collect();
+        return response;
+    }
+    let restored = match user.undelete(&filter) {
+        Ok(r) => r,
+        Err(StoreError::InvalidMailboxName) => return error("invalid mailbox name"),
+        Err(e) => {
+            tracing::error!(user = %found.address, error = %e, "undelete failed");
+            return error("the restore failed; nothing was changed");
+        }
+    };
+    tracing::info!(user = %found.address, restored = restored.len(), "undelete");
+    response.messages = restored
+        .iter()
+        .map(|r| {
+            let mut e = match listed.iter().find(|m| m.mailbox == r.original_mailbox && m.uid == r.original_uid) {
+                Some(m) => entry(m),
+                // Expunged between the listing and the restore: report what the store says.
+                None => Entry {
+                    mailbox: r.mailbox.clone(),
+                    uid: r.original_uid,
+                    reason: "expunged".into(),
+                    expunged_at: 0,
+                    expires_at: 0,
+                    size: 0,
+                    flags: Vec::new(),
+                    restored_to: None,
+                    uidvalidity: None,
+                    new_uid: None,
+                },
+            };
+            e.flags.retain(|f| f != "\\Deleted");
+            e.restored_to = Some(r.mailbox.clone());
+            e.uidvalidity = Some(r.uidvalidity);
+            e.new_uid = Some(r.uid);
+            e
+        })
+        .collect();
+    response
+}
+
+/// Serves one control connection: request lines until EOF, each answered with one line.
+pub async fn serve_connection(stream: tokio::net::UnixStream, ctx: SharedContext) {
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    loop {
+        let mut line = Vec::new();
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, (&mut r).take(MAX_REQUEST + 1).read_until(b'\n', &mut line)).await;
+        let n = match read {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "control connection read failed");
+                return;
+            }
+            Err(_) => return, // idle: close
+        };
+        if n == 0 {
+            return;
+        }
+        let too_long = line.len() as u64 > MAX_REQUEST;
+        let response = if too_long {
+            error("request too long")
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => {
+                    let ctx = ctx.clone();
+                    match tokio::task::spawn_blocking(move || execute(&ctx.store, &ctx.directory, &req)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "control request task failed");
+                            error("internal error")
+                        }
+                    }
+                }
+                Err(e) => error(format!("bad request: {e}")),
+            }
+        };
+        let mut out = match serde_json::to_vec(&response) {
+            Ok(v) => v,
+            Err(_) => br#"{"ok":false,"error":"internal error"}"#.to_vec(),
+        };
+        out.push(b'\n');
+        if w.write_all(&out).await.is_err() || too_long {
+            return;
+        }
+    }
+}
+
+/// What `hermes undelete` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    pub account: String,
+    pub mailbox: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD (the start of that day, UTC).
+    pub since: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD (the whole day included: up to the start of the next, UTC).
+    pub until: Option<String>,
+    pub list: bool,
+    pub json: bool,
+}
+
+/// Parses a `--since`/`--until` time: RFC 3339 (`2025-11-28T14:00:00+01:00`) or a date
+/// (`2025-11-28`, UTC), which means the start of that day, or with `end_of_day` the start of
+/// the next (so `--until 2025-11-28` includes the 28th).
+pub fn parse_time(text: &str, end_of_day: bool) -> anyhow::Result<i64> {
+    let t = text.trim();
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.timestamp());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        let day = if end_of_day { d.succ_opt().unwrap_or(d) } else { d };
+        if let Some(midnight) = day.and_hms_opt(0, 0, 0) {
+            return Ok(midnight.and_utc().timestamp());
+        }
+    }
+    bail!("not a time: {text:?} (expected RFC 3339, e.g. 2025-11-28T14:00:00Z, or YYYY-MM-DD)")
+}
+
+/// `hermes undelete`: builds the request, runs it (socket or store), prints the result.
+pub fn undelete_command(data: &DataDir, args: &Args) -> anyhow::Result<()> {
+    let filter = Filter {
+        mailbox: args.mailbox.clone(),
+        since: args.since.as_deref().map(|t| parse_time(t, false)).transpose()?,
+        until: args.until.as_deref().map(|t| parse_time(t, true)).transpose()?,
+    };
+    if let (Some(s), Some(u)) = (filter.since, filter.until)
+        && s >= u
+    {
+        bail!("--since must be before --until");
+    }
+    let request = Request::Undelete { account: args.account.clone(), filter, list: args.list };
+    let response = request_via(data, &request)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&response)?)?;
+    }
+    if !response.ok {
+        bail!("{}", response.error.as_deref().unwrap_or("the store refused the request"));
+    }
+    if !args.json {
+        write!(out, "{}", render(&response))?;
+    }
+    Ok(())
+}
+
+/// Human-readable output: one line per message.
+pub fn render(r: &Response) -> String {
+    let mut s = String::new();
+    let when = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| t.to_string())
+    };
+    if r.listed {
+        if r.messages.is_empty() {
+            s.push_str(&format!("no restorable messages for {}\n", r.account));
+            return s;
+        }
+        s.push_str(&format!("{:<20}  {:>8}  {:>10}  {:<20}  {:<20}  FLAGS\n", "EXPUNGED", "UID", "SIZE", "MAILBOX", "REASON"));
+        for e in &r.messages {
+            s.push_str(&format!(
+                "{:<20}  {:>8}  {:>10}  {:<20}  {:<20}  {}\n",
+                when(e.expunged_at),
+                e.uid,
+                crate::quota::human(e.size),
+                e.mailbox,
+                e.reason,
+                e.flags.join(" ")
+            ));
+        }
+        s.push_str(&format!("{} restorable messages for {}\n", r.messages.len(), r.account));
+    } else {
+        for e in &r.messages {
+            s.push_str(&format!(
+                "{} uid {} -> {} uid {}\n",
+                e.mailbox,
+                e.uid,
+                e.restored_to.as_deref().unwrap_or("?"),
+                e.new_uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into())
+            ));
+        }
+        s.push_str(&format!("restored {} messages for {}\n", r.messages.len(), r.account));
+    }
+    s
+}
+
+/// Sends `request` to the running store service, or runs it on the store directly when no
+/// service answers on the socket.
+pub fn request_via(data: &DataDir, request: &Request) -> anyhow::Result<Response> {
+    let socket = data.store_socket();
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(stream) => over_socket(stream, request),
+        Err(connect_error) => direct(data, request, &socket, connect_error),
+    }
+}
+
+fn over_socket(stream: std::os::unix::net::UnixStream, request: &Request) -> anyhow::Result<Response> {
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(600)))?;
+    stream.set_write_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut w = stream.try_clone()?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    w.write_all(&line)?;
+    let mut r = BufReader::new(stream).take(MAX_RESPONSE);
+    let mut answer = Vec::new();
+    r.read_until(b'\n', &mut answer).context("reading the store service's answer")?;
+    if !answer.ends_with(b"\n") {
+        bail!("the store service closed the connection without a complete answer");
+    }
+    serde_json::from_slice(&answer).context("the store service's answer is not understood")
+}
+
+fn direct(
+    data: &DataDir,
+    request: &Request,
+    socket: &std::path::Path,
+    connect_error: std::io::Error,
+) -> anyhow::Result<Response> {
+    let config = match std::fs::read_to_string(data.config_file()) {
+        Ok(text) => Config::from_toml(&text)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::host_default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", data.config_file().display())),
+    };
+    if !data.directory_dir().is_dir() {
+        bail!("no directory in {} (give --data DIR)", data.root().display());
+    }
+    let directory = Directory::open(data).context("opening the directory")?;
+    let store = match Store::open(&data.store_dir(), crate::run::store_config(&config)) {
+        Ok(s) => s,
+        Err(StoreError::Locked) => bail!(
+            "the store is held by a running server, but its control socket {} is unreachable ({connect_error})",
+            socket.display()
+        ),
+        Err(e) => return Err(e).context("opening the store"),
+    };
+    store.set_quota_warnings(crate::quota::warning_composer(&config.hostname));
+    let mut r = execute(&store, &directory, request);
+    r.offline = true;
+    Ok(r)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("2023-11-14T22:13:20Z", false).unwrap(), 1_700_000_000);
+        assert_eq!(parse_time("2023-11-14T23:13:20+01:00", true).unwrap(), 1_700_000_000);
+        assert_eq!(parse_time("2023-11-14", false).unwrap(), 1_699_920_000);
+        assert_eq!(parse_time("2023-11-14", true).unwrap(), 1_699_920_000 + 86_400);
+        assert!(parse_time("yesterday", false).is_err());
+        assert!(parse_time("2023-13-01", false).is_err());
+    }
+
+    #[test]
+    fn requests_parse_strictly() {
+        let r: Request = serde_json::from_str(r#"{"op":"undelete","account":"a@b.org","list":true}"#).unwrap();
+        assert_eq!(r, Request::Undelete { account: "a@b.org".into(), filter: Filter::default(), list: true });
+        assert!(serde_json::from_str::<Request>(r#"{"op":"undelete","account":"a","lsit":true}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"drop","account":"a"}"#).is_err());
+    }
+}
