@@ -4,7 +4,8 @@
 //! (IMAP4rev1) plus the extensions Hermes serves (LITERAL+, SASL-IR, ENABLE, ID, IDLE, UNSELECT,
 //! UIDPLUS, MOVE, NAMESPACE, LIST-EXTENDED, LIST-STATUS, SPECIAL-USE/CREATE-SPECIAL-USE,
 //! STATUS=SIZE, ESEARCH, SEARCHRES, WITHIN, MULTIAPPEND, APPENDLIMIT, BINARY, CONDSTORE/QRESYNC
-//! parameters). [`crate::imap::parse::parse_command`] builds them.
+//! parameters, SORT/ESORT/THREAD (RFC 5256, 5267, 5957 DISPLAYFROM/DISPLAYTO), COMPRESS (RFC
+//! 4978), QUOTA (RFC 9208)). [`crate::imap::parse::parse_command`] builds them.
 //!
 //! What it is not: no I/O and no semantics. Mailbox names are kept as sent on the wire (modified
 //! UTF-7 or UTF-8, decoding is [`crate::imap::utf7`]'s job), flags are not checked against a
@@ -193,6 +194,27 @@ pub enum CommandBody {
         /// Destination.
         mailbox: MailboxName,
     },
+    /// `[UID] SORT [RETURN (...)] (criteria) charset keys...` (RFC 5256, ESORT RFC 5267).
+    Sort(SortCommand),
+    /// `[UID] THREAD algorithm charset keys...` (RFC 5256).
+    Thread(ThreadCommand),
+
+    // --- quota (RFC 9208), authenticated ---
+    /// `GETQUOTA root`; the root as sent (Hermes has one root per user, `""`).
+    GetQuota(String),
+    /// `GETQUOTAROOT mailbox`
+    GetQuotaRoot(MailboxName),
+    /// `SETQUOTA root (resource limit ...)`; resource names upper-cased.
+    SetQuota {
+        /// The quota root as sent.
+        root: String,
+        /// (resource, limit) pairs in the order sent.
+        limits: Vec<(String, u64)>,
+    },
+
+    // --- compression (RFC 4978), authenticated ---
+    /// `COMPRESS mechanism`, the mechanism upper-cased (only `DEFLATE` exists).
+    Compress(String),
 }
 
 impl CommandBody {
@@ -236,6 +258,14 @@ impl CommandBody {
             CommandBody::Copy { .. } => "COPY",
             CommandBody::Move { uid: true, .. } => "UID MOVE",
             CommandBody::Move { .. } => "MOVE",
+            CommandBody::Sort(s) if s.uid => "UID SORT",
+            CommandBody::Sort(_) => "SORT",
+            CommandBody::Thread(t) if t.uid => "UID THREAD",
+            CommandBody::Thread(_) => "THREAD",
+            CommandBody::GetQuota(_) => "GETQUOTA",
+            CommandBody::GetQuotaRoot(_) => "GETQUOTAROOT",
+            CommandBody::SetQuota { .. } => "SETQUOTA",
+            CommandBody::Compress(_) => "COMPRESS",
         }
     }
 }
@@ -586,6 +616,8 @@ pub enum StatusItem {
     Unseen,
     /// `DELETED` (RFC 9051)
     Deleted,
+    /// `DELETED-STORAGE` (RFC 9208): octets an EXPUNGE would free.
+    DeletedStorage,
     /// `SIZE` (RFC 8438; RFC 9051)
     Size,
     /// `RECENT` (RFC 3501)
@@ -605,6 +637,7 @@ impl StatusItem {
             StatusItem::UidValidity => "UIDVALIDITY",
             StatusItem::Unseen => "UNSEEN",
             StatusItem::Deleted => "DELETED",
+            StatusItem::DeletedStorage => "DELETED-STORAGE",
             StatusItem::Size => "SIZE",
             StatusItem::Recent => "RECENT",
             StatusItem::HighestModSeq => "HIGHESTMODSEQ",
@@ -931,4 +964,74 @@ pub struct StoreCommand {
     pub silent: bool,
     /// The flags (may be empty, e.g. `FLAGS ()` clears all).
     pub flags: Vec<Flag>,
+}
+
+/// A SORT criterion key (RFC 5256 §3, RFC 5957).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SortKey {
+    /// `ARRIVAL`: INTERNALDATE.
+    Arrival,
+    /// `CC`: mailbox of the first Cc address.
+    Cc,
+    /// `DATE`: the Date: header (INTERNALDATE when missing or invalid).
+    Date,
+    /// `FROM`: mailbox of the first From address.
+    From,
+    /// `SIZE`: RFC822.SIZE.
+    Size,
+    /// `SUBJECT`: the base subject (RFC 5256 §2.1).
+    Subject,
+    /// `TO`: mailbox of the first To address.
+    To,
+    /// `DISPLAYFROM` (RFC 5957): display name of the first From address, else its address.
+    DisplayFrom,
+    /// `DISPLAYTO` (RFC 5957): display name of the first To address, else its address.
+    DisplayTo,
+}
+
+/// One SORT criterion: a key, possibly reversed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SortCriterion {
+    /// `REVERSE` was given before the key.
+    pub reverse: bool,
+    /// The key.
+    pub key: SortKey,
+}
+
+/// A SORT command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortCommand {
+    /// `UID SORT`: results are UIDs.
+    pub uid: bool,
+    /// ESORT `RETURN (...)` options (RFC 5267); `None` answers with `* SORT`. `Some(empty)` is
+    /// `RETURN ()`, which means `RETURN (ALL)`.
+    pub returns: Option<Vec<SearchReturn>>,
+    /// Sort criteria in order of precedence (never empty; `REVERSE` applies to one key).
+    pub criteria: Vec<SortCriterion>,
+    /// The mandatory charset, upper-cased.
+    pub charset: String,
+    /// Search keys selecting the messages, ANDed (never empty).
+    pub search: Vec<SearchKey>,
+}
+
+/// A THREAD algorithm (RFC 5256 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThreadAlgorithm {
+    /// `ORDEREDSUBJECT`
+    OrderedSubject,
+    /// `REFERENCES`
+    References,
+}
+
+/// A THREAD command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadCommand {
+    /// `UID THREAD`: results are UIDs.
+    pub uid: bool,
+    /// The threading algorithm.
+    pub algorithm: ThreadAlgorithm,
+    /// The mandatory charset, upper-cased.
+    pub charset: String,
+    /// Search keys selecting the messages, ANDed (never empty).
+    pub search: Vec<SearchKey>,
 }

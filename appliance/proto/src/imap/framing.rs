@@ -266,6 +266,16 @@ impl CommandReader {
         n
     }
 
+    /// Removes and returns every octet fed but not consumed yet (and drops any partly framed
+    /// command). Call it when the byte stream changes meaning between two commands: after
+    /// `COMPRESS DEFLATE` (RFC 4978) the octets that follow the command line are compressed
+    /// and must go through the decompressor before they are fed again.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.avail().to_vec();
+        self.discard_buffered();
+        rest
+    }
+
     /// Whether nothing is buffered and no command is partly framed.
     pub fn is_idle(&self) -> bool {
         self.buffered() == 0
@@ -747,6 +757,19 @@ mod tests {
         assert_eq!(r.discard_buffered(), 13);
         assert_eq!(r.next(), None);
         assert!(r.is_idle());
+    }
+
+    #[test]
+    fn compress_hands_over_the_following_bytes() {
+        let mut r = CommandReader::new(Limits::default());
+        r.feed(b"a COMPRESS DEFLATE\r\n\x4a\x01\x00");
+        assert_eq!(
+            r.next(),
+            Some(Event::Command(RawCommand::from_line("a COMPRESS DEFLATE")))
+        );
+        assert_eq!(r.take_buffered(), b"\x4a\x01\x00");
+        assert!(r.is_idle());
+        assert!(r.take_buffered().is_empty());
     }
 
     #[test]

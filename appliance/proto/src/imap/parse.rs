@@ -579,6 +579,12 @@ const KNOWN: &[&str] = &[
     "MOVE",
     "ID",
     "UID",
+    "SORT",
+    "THREAD",
+    "GETQUOTA",
+    "GETQUOTAROOT",
+    "SETQUOTA",
+    "COMPRESS",
 ];
 
 fn command_body(c: &mut Cursor<'_>, name: &str) -> Result<CommandBody, BodyError> {
@@ -590,10 +596,11 @@ fn command_body(c: &mut Cursor<'_>, name: &str) -> Result<CommandBody, BodyError
             .sp()
             .and_then(|()| c.keyword())
             .map_err(|e| Syntax("UID", e))?;
-        let Some(&sub_canon) = ["COPY", "MOVE", "FETCH", "STORE", "SEARCH", "EXPUNGE"]
-            .iter()
-            .find(|k| **k == sub)
-        else {
+        let Some(&sub_canon) = [
+            "COPY", "MOVE", "FETCH", "STORE", "SEARCH", "EXPUNGE", "SORT", "THREAD",
+        ]
+        .iter()
+        .find(|k| **k == sub) else {
             return Err(Syntax("UID", "Unknown UID command"));
         };
         let cmd: &'static str = match sub_canon {
@@ -602,6 +609,8 @@ fn command_body(c: &mut Cursor<'_>, name: &str) -> Result<CommandBody, BodyError
             "FETCH" => "UID FETCH",
             "STORE" => "UID STORE",
             "SEARCH" => "UID SEARCH",
+            "SORT" => "UID SORT",
+            "THREAD" => "UID THREAD",
             _ => "UID EXPUNGE",
         };
         return args(c, sub_canon, true).map_err(|e| Syntax(cmd, e));
@@ -718,6 +727,21 @@ fn args(c: &mut Cursor<'_>, name: &str, uid: bool) -> R<CommandBody> {
             }
         }
         "ID" => id(c)?,
+        "SORT" => CommandBody::Sort(sort(c, uid)?),
+        "THREAD" => CommandBody::Thread(thread(c, uid)?),
+        "GETQUOTA" => {
+            c.sp()?;
+            CommandBody::GetQuota(c.utf8_astring()?)
+        }
+        "GETQUOTAROOT" => {
+            c.sp()?;
+            CommandBody::GetQuotaRoot(c.mailbox()?)
+        }
+        "SETQUOTA" => setquota(c)?,
+        "COMPRESS" => {
+            c.sp()?;
+            CommandBody::Compress(c.keyword()?)
+        }
         _ => return Err("Unknown command"),
     })
 }
@@ -864,6 +888,7 @@ fn status_item(c: &mut Cursor<'_>) -> R<StatusItem> {
         "UIDVALIDITY" => StatusItem::UidValidity,
         "UNSEEN" => StatusItem::Unseen,
         "DELETED" => StatusItem::Deleted,
+        "DELETED-STORAGE" => StatusItem::DeletedStorage,
         "SIZE" => StatusItem::Size,
         "RECENT" => StatusItem::Recent,
         "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
@@ -1009,33 +1034,7 @@ fn append(c: &mut Cursor<'_>) -> R<CommandBody> {
 
 fn search(c: &mut Cursor<'_>, uid: bool) -> R<SearchCommand> {
     c.sp()?;
-    let mut returns = None;
-    if c.eat_keyword("RETURN") {
-        c.sp()?;
-        c.expect(b'(', "Expected return options")?;
-        let mut opts = Vec::new();
-        if !c.eat(b')') {
-            loop {
-                let opt = match c.keyword()?.as_str() {
-                    "MIN" => SearchReturn::Min,
-                    "MAX" => SearchReturn::Max,
-                    "ALL" => SearchReturn::All,
-                    "COUNT" => SearchReturn::Count,
-                    "SAVE" => SearchReturn::Save,
-                    _ => return Err("Unknown SEARCH return option"),
-                };
-                if !opts.contains(&opt) {
-                    opts.push(opt);
-                }
-                if c.eat(b')') {
-                    break;
-                }
-                c.sp()?;
-            }
-        }
-        returns = Some(opts);
-        c.sp()?;
-    }
+    let returns = search_returns(c)?;
     let mut charset = None;
     if c.eat_keyword("CHARSET") {
         c.sp()?;
@@ -1057,6 +1056,151 @@ fn search(c: &mut Cursor<'_>, uid: bool) -> R<SearchCommand> {
         charset,
         criteria,
     })
+}
+
+/// `[RETURN (opts) SP]` of SEARCH (RFC 4731, 5182) and SORT (RFC 5267). Options are kept once.
+fn search_returns(c: &mut Cursor<'_>) -> R<Option<Vec<SearchReturn>>> {
+    if !c.eat_keyword("RETURN") {
+        return Ok(None);
+    }
+    c.sp()?;
+    c.expect(b'(', "Expected return options")?;
+    let mut opts = Vec::new();
+    if !c.eat(b')') {
+        loop {
+            let opt = match c.keyword()?.as_str() {
+                "MIN" => SearchReturn::Min,
+                "MAX" => SearchReturn::Max,
+                "ALL" => SearchReturn::All,
+                "COUNT" => SearchReturn::Count,
+                "SAVE" => SearchReturn::Save,
+                _ => return Err("Unknown RETURN option"),
+            };
+            if !opts.contains(&opt) {
+                opts.push(opt);
+            }
+            if c.eat(b')') {
+                break;
+            }
+            c.sp()?;
+        }
+    }
+    c.sp()?;
+    Ok(Some(opts))
+}
+
+/// Most SORT criteria accepted in one command (there are 9 keys; repeats are legal but useless).
+pub const MAX_SORT_CRITERIA: usize = 32;
+
+/// The mandatory charset of SORT and THREAD, upper-cased.
+fn charset_name(c: &mut Cursor<'_>) -> R<String> {
+    let cs = c.astring()?;
+    let cs = String::from_utf8(cs).map_err(|_| "Invalid charset name")?;
+    if cs.is_empty() || cs.len() > 64 {
+        return Err("Invalid charset name");
+    }
+    Ok(cs.to_ascii_uppercase())
+}
+
+/// `1*(SP search-key)` after a SORT/THREAD charset.
+fn search_program(c: &mut Cursor<'_>) -> R<Vec<SearchKey>> {
+    c.sp()?;
+    let mut keys = vec![search_key(c, 0)?];
+    while c.eat(b' ') {
+        keys.push(search_key(c, 0)?);
+    }
+    Ok(keys)
+}
+
+/// `SORT [RETURN (...)] (criteria) charset keys` (RFC 5256 §4, RFC 5267 §3).
+fn sort(c: &mut Cursor<'_>, uid: bool) -> R<SortCommand> {
+    c.sp()?;
+    let returns = search_returns(c)?;
+    c.expect(b'(', "Expected sort criteria")?;
+    let mut criteria = Vec::new();
+    loop {
+        let reverse = c.eat_keyword("REVERSE");
+        if reverse {
+            c.sp()?;
+        }
+        let key = match c.keyword()?.as_str() {
+            "ARRIVAL" => SortKey::Arrival,
+            "CC" => SortKey::Cc,
+            "DATE" => SortKey::Date,
+            "FROM" => SortKey::From,
+            "SIZE" => SortKey::Size,
+            "SUBJECT" => SortKey::Subject,
+            "TO" => SortKey::To,
+            "DISPLAYFROM" => SortKey::DisplayFrom,
+            "DISPLAYTO" => SortKey::DisplayTo,
+            _ => return Err("Unknown sort criterion"),
+        };
+        criteria.push(SortCriterion { reverse, key });
+        if criteria.len() > MAX_SORT_CRITERIA {
+            return Err("Too many sort criteria");
+        }
+        if c.eat(b')') {
+            break;
+        }
+        c.sp()?;
+    }
+    c.sp()?;
+    let charset = charset_name(c)?;
+    let search = search_program(c)?;
+    Ok(SortCommand {
+        uid,
+        returns,
+        criteria,
+        charset,
+        search,
+    })
+}
+
+/// `THREAD algorithm charset keys` (RFC 5256 §4).
+fn thread(c: &mut Cursor<'_>, uid: bool) -> R<ThreadCommand> {
+    c.sp()?;
+    let algorithm = match c.keyword()?.as_str() {
+        "ORDEREDSUBJECT" => ThreadAlgorithm::OrderedSubject,
+        "REFERENCES" => ThreadAlgorithm::References,
+        _ => return Err("Unknown threading algorithm"),
+    };
+    c.sp()?;
+    let charset = charset_name(c)?;
+    let search = search_program(c)?;
+    Ok(ThreadCommand {
+        uid,
+        algorithm,
+        charset,
+        search,
+    })
+}
+
+/// Most resources in one SETQUOTA (RFC 9208 defines five).
+const MAX_QUOTA_RESOURCES: usize = 16;
+
+/// `SETQUOTA root (resource limit ...)` (RFC 9208 §4.1.3).
+fn setquota(c: &mut Cursor<'_>) -> R<CommandBody> {
+    c.sp()?;
+    let root = c.utf8_astring()?;
+    c.sp()?;
+    c.expect(b'(', "Expected a resource list")?;
+    let mut limits = Vec::new();
+    if !c.eat(b')') {
+        loop {
+            let name = c.keyword()?;
+            c.sp()?;
+            let limit = c.number64()?;
+            limits.push((name, limit));
+            if limits.len() > MAX_QUOTA_RESOURCES {
+                return Err("Too many quota resources");
+            }
+            if c.eat(b')') {
+                break;
+            }
+            c.sp()?;
+        }
+    }
+    Ok(CommandBody::SetQuota { root, limits })
 }
 
 fn search_key(c: &mut Cursor<'_>, depth: usize) -> R<SearchKey> {
@@ -1462,6 +1606,23 @@ fn id(c: &mut Cursor<'_>) -> R<CommandBody> {
         }
         c.sp()?;
     }
+}
+
+/// Parses a whole byte string as a sequence set (`1:5,7,*`), for values that arrive inside a
+/// generic extension parameter (QRESYNC known-uids and sequence match data, RFC 7162 §3.2.5).
+/// `$` is refused: it has no meaning there.
+pub fn parse_sequence_set(text: &[u8]) -> Option<SequenceSet> {
+    if text.is_empty() || text.contains(&b'$') {
+        return None;
+    }
+    let raw = RawCommand::from_line(text.to_vec());
+    let mut c = Cursor {
+        raw: &raw,
+        line: 0,
+        pos: 0,
+    };
+    let set = c.sequence_set().ok()?;
+    c.at_end().then_some(set)
 }
 
 /// A client's answer during AUTHENTICATE.

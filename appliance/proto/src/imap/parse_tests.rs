@@ -8,7 +8,7 @@ use super::command::*;
 use super::framing::{CommandReader, Event, Limits};
 use super::fuzz::{XorShift, run_command_path};
 use super::parse::{
-    AuthResponse, MAX_SEARCH_DEPTH, ParseError, parse_authenticate_response, parse_command,
+    AuthResponse, MAX_SEARCH_DEPTH, MAX_SORT_CRITERIA, ParseError, parse_authenticate_response, parse_command,
 };
 
 /// Frames and parses `input`, in one piece or byte by byte; continuations are ignored (the
@@ -164,6 +164,24 @@ const RFC_EXAMPLES: &[&str] = &[
     "a SEARCH BCC x CC y TO z FROM w SUBJECT s BODY b TEXT t HEADER X-Foo bar KEYWORD $Junk UNKEYWORD NonJunk\r\n",
     "a SEARCH LARGER 1000 SMALLER 2000 BEFORE 1-Jan-2000 ON \"15-Mar-2001\" SENTBEFORE 1-Jan-2000 SENTON 2-Jan-2000 SENTSINCE 3-Jan-2000 UID 1:*,5 1,2:3 OLDER 10\r\n",
     "a SEARCH (OR (SEEN FLAGGED) NOT (DELETED)) *\r\n",
+    // RFC 5256 SORT and THREAD, RFC 5267 ESORT, RFC 5957 DISPLAYFROM
+    "A282 SORT (SUBJECT) UTF-8 SINCE 1-Feb-1994\r\n",
+    "A283 SORT (SUBJECT REVERSE DATE) UTF-8 ALL\r\n",
+    "A284 SORT (SUBJECT) US-ASCII TEXT \"not in mailbox\"\r\n",
+    "A285 UID SORT (REVERSE ARRIVAL CC FROM SIZE TO DISPLAYFROM DISPLAYTO) utf-8 UNDELETED\r\n",
+    "A301 SORT RETURN (MIN) (DATE) UTF-8 SUBJECT election\r\n",
+    "A302 UID SORT RETURN (ALL COUNT MAX SAVE) (DATE) UTF-8 ALL\r\n",
+    "A283 THREAD ORDEREDSUBJECT UTF-8 SINCE 5-MAR-2000\r\n",
+    "A284 THREAD ORDEREDSUBJECT US-ASCII TEXT \"gewp\"\r\n",
+    "A285 UID THREAD REFERENCES UTF-8 SINCE 5-MAR-2000\r\n",
+    // RFC 9208 QUOTA, RFC 4978 COMPRESS
+    "G0001 GETQUOTA \"!partition/sda4\"\r\n",
+    "A003 GETQUOTAROOT INBOX\r\n",
+    "A003 GETQUOTA \"\"\r\n",
+    "S0000 SETQUOTA \"#user/alice\" (STORAGE 510)\r\n",
+    "S0001 SETQUOTA \"\" ()\r\n",
+    "a STATUS INBOX (MESSAGES DELETED DELETED-STORAGE)\r\n",
+    "a COMPRESS DEFLATE\r\n",
 ];
 
 #[test]
@@ -861,5 +879,73 @@ fn random_inputs_never_panic() {
             data.extend_from_slice(b"\r\n");
         }
         run_command_path(&data);
+    }
+}
+
+#[test]
+fn sort_thread_quota_compress_forms() {
+    let CommandBody::Sort(s) = body("A283 UID SORT RETURN (COUNT SAVE) (SUBJECT REVERSE DATE) utf-8 FLAGGED NOT SEEN\r\n") else {
+        panic!("not SORT")
+    };
+    assert!(s.uid);
+    assert_eq!(s.returns, Some(vec![SearchReturn::Count, SearchReturn::Save]));
+    assert_eq!(
+        s.criteria,
+        vec![
+            SortCriterion { reverse: false, key: SortKey::Subject },
+            SortCriterion { reverse: true, key: SortKey::Date },
+        ]
+    );
+    assert_eq!(s.charset, "UTF-8");
+    assert_eq!(s.search, vec![SearchKey::Flagged, SearchKey::Not(Box::new(SearchKey::Seen))]);
+    let CommandBody::Thread(t) = body("a THREAD REFERENCES US-ASCII ALL\r\n") else {
+        panic!("not THREAD")
+    };
+    assert_eq!((t.uid, t.algorithm, t.charset.as_str()), (false, ThreadAlgorithm::References, "US-ASCII"));
+    assert_eq!(body("a GETQUOTA \"\"\r\n"), CommandBody::GetQuota(String::new()));
+    assert_eq!(body("a GETQUOTAROOT inbox\r\n"), CommandBody::GetQuotaRoot(mb("INBOX")));
+    assert_eq!(
+        body("a SETQUOTA \"\" (storage 512 MESSAGE 1000)\r\n"),
+        CommandBody::SetQuota { root: String::new(), limits: vec![("STORAGE".into(), 512), ("MESSAGE".into(), 1000)] }
+    );
+    assert_eq!(body("a compress deflate\r\n"), CommandBody::Compress("DEFLATE".into()));
+    assert_eq!(body("a COMPRESS DEFLATE\r\n").name(), "COMPRESS");
+    for bad in [
+        "a SORT SUBJECT UTF-8 ALL\r\n",
+        "a SORT () UTF-8 ALL\r\n",
+        "a SORT (SUBJECT) UTF-8\r\n",
+        "a SORT (SUBJECT)\r\n",
+        "a SORT (REVERSE) UTF-8 ALL\r\n",
+        "a SORT (BOGUS) UTF-8 ALL\r\n",
+        "a SORT RETURN (PARTIAL 1:5) (DATE) UTF-8 ALL\r\n",
+        "a THREAD REFS UTF-8 ALL\r\n",
+        "a THREAD REFERENCES UTF-8\r\n",
+        "a UID THREAD\r\n",
+        "a SETQUOTA \"\" (STORAGE)\r\n",
+        "a SETQUOTA \"\" (STORAGE -1)\r\n",
+        "a GETQUOTAROOT\r\n",
+        "a COMPRESS\r\n",
+        "a COMPRESS DEFLATE extra\r\n",
+    ] {
+        let e = one(bad).expect_err(bad);
+        assert_eq!(e.tag.as_deref(), Some("a"), "{bad}");
+    }
+    let many = format!("a SORT ({}) UTF-8 ALL\r\n", vec!["DATE"; MAX_SORT_CRITERIA + 1].join(" "));
+    assert!(one(&many).is_err());
+}
+
+#[test]
+fn sequence_set_from_parameter_values() {
+    use super::parse::parse_sequence_set;
+    assert_eq!(
+        parse_sequence_set(b"41,43:211,*"),
+        Some(SequenceSet(vec![
+            SeqItem::Single(nz(41)),
+            SeqItem::Range(nz(43), nz(211)),
+            SeqItem::Single(SeqNum::Largest)
+        ]))
+    );
+    for bad in [&b""[..], b"$", b"1:", b"0", b"1,,2", b"1 2", b"a"] {
+        assert_eq!(parse_sequence_set(bad), None, "{bad:?}");
     }
 }

@@ -23,7 +23,7 @@ async fn login_capabilities_and_any_state_commands() {
         &mut c,
         r#"
         C: a1 CAPABILITY
-        S: * CAPABILITY IMAP4rev1 IMAP4rev2 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ENABLE ID IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE ESEARCH MULTIAPPEND BINARY APPENDLIMIT=1048576
+        S: * CAPABILITY IMAP4rev1 IMAP4rev2 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ENABLE ID IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE ESEARCH MULTIAPPEND BINARY CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES WITHIN QUOTA QUOTA=RES-STORAGE APPENDLIMIT=1048576
         S: a1 OK CAPABILITY completed
         C: a2 SELECT INBOX
         S: a2 BAD Command not allowed before login
@@ -34,7 +34,7 @@ async fn login_capabilities_and_any_state_commands() {
         C: a5 LOGIN nobody@example.org "correct horse"
         S: a5 NO [AUTHENTICATIONFAILED] Authentication failed
         C: a6 LOGIN alice@example.org "correct horse"
-        S: a6 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ ENABLE ID IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE ESEARCH MULTIAPPEND BINARY APPENDLIMIT=1048576] Logged in
+        S: a6 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ ENABLE ID IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE ESEARCH MULTIAPPEND BINARY CONDSTORE QRESYNC SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES WITHIN QUOTA QUOTA=RES-STORAGE COMPRESS=DEFLATE APPENDLIMIT=1048576] Logged in
         C: a7 LOGIN alice@example.org "correct horse"
         S: a7 BAD Already authenticated
         C: a8 FETCH 1 FLAGS
@@ -144,6 +144,7 @@ async fn mailbox_management() {
         S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft \*)] Flags permitted
         S: * OK [UIDVALIDITY <ANY>] UIDs valid
         S: * OK [UIDNEXT 1] Predicted next UID
+        S: * OK [HIGHESTMODSEQ <ANY>] Highest mailbox mod-sequence
         S: * LIST () "/" "INBOX"
         S: b22 OK [READ-WRITE] SELECT completed
         C: b23 SEARCH ALL
@@ -176,6 +177,7 @@ async fn message_life_cycle_imap4rev1() {
         S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft \*)] Flags permitted
         S: * OK [UIDVALIDITY <ANY>] UIDs valid
         S: * OK [UIDNEXT 1] Predicted next UID
+        S: * OK [HIGHESTMODSEQ <ANY>] Highest mailbox mod-sequence
         S: a2 OK [READ-WRITE] SELECT completed
         # A synchronizing literal, as imaplib sends it.
         C: a3 APPEND INBOX {28}
@@ -263,6 +265,7 @@ async fn message_life_cycle_imap4rev1() {
         S: * OK [PERMANENTFLAGS ()] Flags permitted
         S: * OK [UIDVALIDITY <ANY>] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
+        S: * OK [HIGHESTMODSEQ <ANY>] Highest mailbox mod-sequence
         S: a22 OK [READ-ONLY] EXAMINE completed
         C: a23 FETCH 1 (BODY[TEXT] BODYSTRUCTURE)
         S: * 1 FETCH (BODY[TEXT] {12}
@@ -282,6 +285,7 @@ async fn message_life_cycle_imap4rev1() {
         S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft \*)] Flags permitted
         S: * OK [UIDVALIDITY <ANY>] UIDs valid
         S: * OK [UIDNEXT 3] Predicted next UID
+        S: * OK [HIGHESTMODSEQ <ANY>] Highest mailbox mod-sequence
         S: a26 OK [READ-WRITE] SELECT completed
         C: a27 CLOSE
         S: a27 OK CLOSE completed

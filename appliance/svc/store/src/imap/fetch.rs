@@ -1,4 +1,5 @@
-//! FETCH and UID FETCH (RFC 9051 §6.4.5, RFC 3501 §6.4.5, RFC 3516 BINARY).
+//! FETCH and UID FETCH (RFC 9051 §6.4.5, RFC 3501 §6.4.5, RFC 3516 BINARY, RFC 7162 MODSEQ,
+//! CHANGEDSINCE and VANISHED).
 //!
 //! What it is: resolves the message set, sets `\Seen` for non-PEEK body fetches (once, for all
 //! messages, before answering), then reads and renders the messages in bounded batches on the
@@ -12,10 +13,13 @@
 //! - `UID FETCH` responses always carry `UID`; a fetch that set `\Seen` carries the new
 //!   `FLAGS` even if they were not asked for (RFC 9051 §6.4.5).
 //! - A read-only mailbox never gets `\Seen` set.
+//! - `CHANGEDSINCE n` answers only messages whose MODSEQ is above n and always includes MODSEQ;
+//!   with `VANISHED` (QRESYNC) the `* VANISHED (EARLIER)` line comes before any FETCH.
 //! - Messages expunged by another session but not yet reported are skipped and the command
 //!   ends `NO [EXPUNGEISSUED]`; a BINARY fetch of an unknown transfer encoding ends
 //!   `NO [UNKNOWN-CTE]` (the other messages are still answered).
 
+use super::condstore;
 use super::reply::Reply;
 use super::session::{End, Session};
 use super::wire;
@@ -59,23 +63,69 @@ fn sets_seen(attr: &FetchAttribute) -> bool {
     )
 }
 
-pub(super) async fn fetch(s: &mut Session, cmd: FetchCommand) -> Result<Reply, End> {
+pub(super) async fn fetch(s: &mut Session, mut cmd: FetchCommand) -> Result<Reply, End> {
+    // RFC 7162 modifiers: CHANGEDSINCE n, and VANISHED (UID FETCH with QRESYNC enabled only).
+    let mut changed_since = None;
+    let mut vanished = false;
+    for m in &cmd.modifiers.0 {
+        match (m.name.as_str(), &m.value) {
+            ("CHANGEDSINCE", Some(v)) => match v.as_number() {
+                Some(n) => changed_since = Some(n),
+                None => return Ok(Reply::bad("Invalid CHANGEDSINCE value")),
+            },
+            ("VANISHED", None) => vanished = true,
+            _ => return Ok(Reply::bad("Unsupported FETCH modifier")),
+        }
+    }
+    if vanished && !(cmd.uid && changed_since.is_some() && s.qresync) {
+        return Ok(Reply::bad(
+            "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
+        ));
+    }
+    if changed_since.is_some() || cmd.attributes.contains(&FetchAttribute::ModSeq) {
+        s.enable_condstore();
+        if !cmd.attributes.contains(&FetchAttribute::ModSeq) {
+            cmd.attributes.push(FetchAttribute::ModSeq);
+        }
+    }
+    let condstore = s.condstore;
     let Some(sel) = s.selected.as_ref() else {
         return Ok(Reply::bad("No mailbox selected"));
     };
-    if !cmd.modifiers.is_empty() {
-        return Ok(Reply::bad("Unsupported FETCH modifier"));
-    }
-    let targets = match sel.resolve(&cmd.set, cmd.uid) {
+    let mut targets = match sel.resolve(&cmd.set, cmd.uid) {
         Ok(t) => t,
         Err(_) => return Ok(Reply::bad("Invalid message sequence number")),
     };
     let id = sel.id;
+    if let Some(since) = changed_since {
+        targets.retain(|&(_, uid)| sel.meta(uid).is_some_and(|m| m.modseq > since));
+        if vanished {
+            let set = cmd.set.clone();
+            let found = s
+                .store_call("UID FETCH", false, move |u| {
+                    let view = u.view(id)?;
+                    let present: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
+                    condstore::vanished_earlier(u, id, since, Some(&set), &present, view.uidnext)
+                })
+                .await;
+            match found {
+                Ok(ranges) => {
+                    let mut out = Vec::new();
+                    condstore::write_vanished_earlier(&mut out, &ranges);
+                    s.send(&out).await?;
+                }
+                Err(r) => return Ok(r),
+            }
+        }
+    }
+    let Some(sel) = s.selected.as_ref() else {
+        return Ok(Reply::bad("No mailbox selected"));
+    };
     let want_raw = cmd.attributes.iter().any(needs_raw);
     let mut expunged = false;
 
     // 1. \Seen, once for the whole set.
-    let mut new_flags: HashMap<u32, Vec<String>> = HashMap::new();
+    let mut new_flags: HashMap<u32, (Vec<String>, u64)> = HashMap::new();
     if !sel.read_only && cmd.attributes.iter().any(sets_seen) {
         let unseen: Vec<u32> = targets
             .iter()
@@ -95,7 +145,7 @@ pub(super) async fn fetch(s: &mut Session, cmd: FetchCommand) -> Result<Reply, E
                     if let Some(sel) = s.selected.as_mut() {
                         for (uid, flags, modseq) in update.changed {
                             sel.note_reported(uid, modseq);
-                            new_flags.insert(uid, flags);
+                            new_flags.insert(uid, (flags, modseq));
                         }
                     }
                 }
@@ -114,8 +164,9 @@ pub(super) async fn fetch(s: &mut Session, cmd: FetchCommand) -> Result<Reply, E
             Some(m) => {
                 let mut meta = m.clone();
                 let flags_changed = match new_flags.remove(&uid) {
-                    Some(f) => {
+                    Some((f, modseq)) => {
                         meta.flags = f;
+                        meta.modseq = modseq;
                         true
                     }
                     None => false,
@@ -152,7 +203,7 @@ pub(super) async fn fetch(s: &mut Session, cmd: FetchCommand) -> Result<Reply, E
         let attrs = Arc::clone(&attrs);
         let uid_cmd = cmd.uid;
         let rendered = tokio::task::spawn_blocking(move || {
-            render_batch(&store, id, &batch, &attrs, uid_cmd, want_raw)
+            render_batch(&store, id, &batch, &attrs, uid_cmd, want_raw, condstore)
         })
         .await;
         let rendered = match rendered {
@@ -197,6 +248,7 @@ fn render_batch(
     attrs: &[FetchAttribute],
     uid_cmd: bool,
     want_raw: bool,
+    condstore: bool,
 ) -> Result<Vec<Result<Vec<u8>, Skip>>, StoreError> {
     let mut out = Vec::with_capacity(batch.len());
     for item in batch {
@@ -219,12 +271,14 @@ fn render_batch(
             attrs,
             uid_cmd,
             item.flags_changed,
+            condstore,
         ));
     }
     Ok(out)
 }
 
 /// One `* n FETCH (...)\r\n` response. `raw` is present whenever an attribute needs it.
+/// `condstore`: CONDSTORE is enabled, so an implicit flag change also reports MODSEQ.
 fn render(
     msn: u32,
     meta: &MessageMeta,
@@ -232,6 +286,7 @@ fn render(
     attrs: &[FetchAttribute],
     uid_cmd: bool,
     flags_changed: bool,
+    condstore: bool,
 ) -> Result<Vec<u8>, Skip> {
     let raw_len = raw.map_or(0, <[u8]>::len);
     let mut out = Vec::with_capacity(128 + raw_len.min(1 << 20));
@@ -368,6 +423,10 @@ fn render(
         out.extend_from_slice(b"FLAGS ");
         wire::flag_list(&mut out, &meta.flags);
     }
+    if flags_changed && condstore && !attrs.contains(&FetchAttribute::ModSeq) {
+        sep(&mut out);
+        out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+    }
     out.extend_from_slice(b")\r\n");
     Ok(out)
 }
@@ -450,7 +509,7 @@ mod tests {
 
     #[test]
     fn uid_fetch_always_has_uid_first() {
-        let r = render(2, &meta(), None, &[FetchAttribute::Flags], true, false).unwrap();
+        let r = render(2, &meta(), None, &[FetchAttribute::Flags], true, false, false).unwrap();
         assert_eq!(text(r), "* 2 FETCH (UID 7 FLAGS (\\Seen))\r\n");
     }
 
@@ -478,7 +537,7 @@ mod tests {
             },
             FetchAttribute::Rfc822Size,
         ];
-        let r = render(1, &meta(), Some(MSG), &attrs, false, true).unwrap();
+        let r = render(1, &meta(), Some(MSG), &attrs, false, true, false).unwrap();
         assert_eq!(
             text(r),
             format!(
@@ -498,7 +557,7 @@ mod tests {
                 length: Some(10),
             }),
         }];
-        let r = render(1, &meta(), Some(MSG), &attrs, false, false).unwrap();
+        let r = render(1, &meta(), Some(MSG), &attrs, false, false, false).unwrap();
         assert_eq!(text(r), "* 1 FETCH (BODY[]<10000> {0}\r\n)\r\n");
     }
 }

@@ -116,6 +116,8 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
             return Ok(Reply::server_bug());
         }
     };
+    // The quota lives in the directory; the store enforces it atomically with each append.
+    crate::quota::apply_account(&user_store, auth.account());
     auth::record_success(s.peer.ip());
     tracing::info!(user = auth.address(), "logged in");
     s.user = Some(LoggedIn::new(auth, user_store, slot));

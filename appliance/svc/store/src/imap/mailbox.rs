@@ -1,5 +1,6 @@
-//! Mailbox commands: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST
-//! (with LIST-EXTENDED, LIST-STATUS, SPECIAL-USE), LSUB and STATUS (with SIZE and DELETED).
+//! Mailbox commands: SELECT, EXAMINE (with CONDSTORE and QRESYNC, RFC 7162), CREATE, DELETE,
+//! RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST (with LIST-EXTENDED, LIST-STATUS, SPECIAL-USE), LSUB and
+//! STATUS (with SIZE, DELETED, DELETED-STORAGE and HIGHESTMODSEQ).
 //!
 //! What it is: the handlers that name mailboxes rather than messages. What it is not: pattern
 //! matching and attribute rules ([`super::list`]), name encoding ([`super::wire`]) or anything
@@ -10,6 +11,7 @@
 //! a SELECT/EXAMINE always leaves the session either with the new mailbox selected or with none
 //! (RFC 9051 §6.3.2), announcing `[CLOSED]` when a previous one was deselected.
 
+use super::condstore;
 use super::list::{self, ListQuery, MAX_PATTERN};
 use super::reply::Reply;
 use super::session::{End, Session};
@@ -31,24 +33,47 @@ pub(super) async fn select(
         s.send(b"* OK [CLOSED] Previous mailbox is now closed\r\n")
             .await?;
     }
-    if !params.is_empty() {
-        return Ok(Reply::bad("Unsupported SELECT parameter"));
+    let opts = match condstore::select_options(params, s.qresync) {
+        Ok(o) => o,
+        Err(r) => return Ok(r),
+    };
+    if opts.condstore {
+        s.enable_condstore();
     }
     let store_name = match s.mailbox_name(name) {
         Ok(n) => n,
         Err(r) => return Ok(r),
     };
+    // With QRESYNC, what vanished since the client's mod-sequence is read with the view.
+    let qresync = opts.qresync.clone();
     let opened = s
         .store_call(command, false, move |u| {
             let info = u.mailbox(&store_name).ok_or(StoreError::NoSuchMailbox)?;
-            u.view(info.id)
+            let view = u.view(info.id)?;
+            let vanished = match &qresync {
+                Some(q) if q.uidvalidity == view.uidvalidity => {
+                    let present: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
+                    condstore::vanished_earlier(
+                        u,
+                        view.id,
+                        q.modseq,
+                        q.known_uids.as_ref(),
+                        &present,
+                        view.uidnext,
+                    )?
+                }
+                _ => Vec::new(),
+            };
+            Ok((view, vanished))
         })
         .await;
-    let view = match opened {
+    let (view, vanished) = match opened {
         Ok(v) => v,
         Err(r) => return Ok(r),
     };
-    let sel = Selected::open(view, read_only);
+    let mut sel = Selected::open(view, read_only);
+    sel.condstore = s.condstore;
+    sel.qresync = s.qresync;
     let mut out = Vec::with_capacity(512);
     let flags = sel.flags_list();
     out.extend_from_slice(format!("* FLAGS {flags}\r\n").as_bytes());
@@ -81,10 +106,43 @@ pub(super) async fn select(
         )
         .as_bytes(),
     );
+    // Hermes always keeps mod-sequences: HIGHESTMODSEQ on every SELECT (RFC 7162 §3.1.2.1).
+    out.extend_from_slice(
+        format!(
+            "* OK [HIGHESTMODSEQ {}] Highest mailbox mod-sequence\r\n",
+            sel.highest_modseq()
+        )
+        .as_bytes(),
+    );
     if s.rev2 {
         out.extend_from_slice(b"* LIST () \"/\" ");
         wire::mailbox(&mut out, &sel.name, s.utf8);
         out.extend_from_slice(b"\r\n");
+    }
+    // QRESYNC (RFC 7162 §3.2.5): what vanished, then the messages changed since the client's
+    // mod-sequence, within its known UIDs. Ignored when UIDVALIDITY changed.
+    if let Some(q) = opts
+        .qresync
+        .as_ref()
+        .filter(|q| q.uidvalidity == sel.uidvalidity)
+    {
+        condstore::write_vanished_earlier(&mut out, &vanished);
+        let largest = sel.view().uidnext.saturating_sub(1);
+        let known = q.known_uids.as_ref().map(|k| k.ranges(largest, &[]));
+        for (i, m) in sel.view().messages.iter().enumerate() {
+            if m.modseq <= q.modseq {
+                continue;
+            }
+            if let Some(r) = &known {
+                let j = r.partition_point(|&(_, hi)| hi < m.uid);
+                if r.get(j).is_none_or(|&(lo, _)| lo > m.uid) {
+                    continue;
+                }
+            }
+            out.extend_from_slice(format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid).as_bytes());
+            wire::flag_list(&mut out, &m.flags);
+            out.extend_from_slice(format!(" MODSEQ ({}))\r\n", m.modseq).as_bytes());
+        }
     }
     s.send(&out).await?;
     let user = s.user.as_ref().map(|u| u.address()).unwrap_or_default();
@@ -290,9 +348,15 @@ pub(super) async fn list(s: &mut Session, cmd: ListCommand) -> Result<Reply, End
             ListReturn::Status(items) => status_items = Some(items.clone()),
         }
     }
-    let need_deleted = status_items
+    let need_deleted = status_items.as_ref().is_some_and(|i| {
+        i.contains(&StatusItem::Deleted) || i.contains(&StatusItem::DeletedStorage)
+    });
+    if status_items
         .as_ref()
-        .is_some_and(|i| i.contains(&StatusItem::Deleted));
+        .is_some_and(|i| i.contains(&StatusItem::HighestModSeq))
+    {
+        s.enable_condstore();
+    }
     let fetched = s
         .store_call("LIST", false, move |u| {
             let boxes = u.list_mailboxes();
@@ -377,19 +441,25 @@ pub(super) async fn lsub(s: &mut Session, reference: &str, pattern: &str) -> Res
 fn deleted_counts(
     u: &hermes_store::UserStore,
     boxes: &[MailboxInfo],
-) -> Vec<(hermes_store::MailboxId, u32)> {
+) -> Vec<(hermes_store::MailboxId, (u32, u64))> {
     boxes
         .iter()
-        .filter_map(|b| {
-            let v = u.view(b.id).ok()?;
-            let n = v
-                .messages
-                .iter()
-                .filter(|m| m.flags.iter().any(|f| f == "\\Deleted"))
-                .count();
-            Some((b.id, u32::try_from(n).unwrap_or(u32::MAX)))
-        })
+        .filter_map(|b| Some((b.id, deleted_of(&u.view(b.id).ok()?))))
         .collect()
+}
+
+/// Messages flagged `\Deleted` and their total RFC822.SIZE (STATUS DELETED and, RFC 9208 §4.2,
+/// DELETED-STORAGE: what an EXPUNGE would free).
+fn deleted_of(v: &hermes_store::MailboxView) -> (u32, u64) {
+    let mut n = 0u32;
+    let mut bytes = 0u64;
+    for m in v.messages.iter() {
+        if m.flags.iter().any(|f| f == "\\Deleted") {
+            n = n.saturating_add(1);
+            bytes = bytes.saturating_add(m.size);
+        }
+    }
+    (n, bytes)
 }
 
 /// Appends `* STATUS name (items)` for `info`.
@@ -397,7 +467,7 @@ fn status_line(
     out: &mut Vec<u8>,
     info: &MailboxInfo,
     items: &[StatusItem],
-    deleted: Option<u32>,
+    deleted: Option<(u32, u64)>,
     append_limit: u64,
     utf8: bool,
 ) {
@@ -411,7 +481,8 @@ fn status_line(
             StatusItem::UidNext => u64::from(info.uidnext),
             StatusItem::UidValidity => u64::from(info.uidvalidity),
             StatusItem::Unseen => u64::from(info.unseen),
-            StatusItem::Deleted => u64::from(deleted.unwrap_or(0)),
+            StatusItem::Deleted => u64::from(deleted.map_or(0, |d| d.0)),
+            StatusItem::DeletedStorage => deleted.map_or(0, |d| d.1),
             StatusItem::Size => info.size_bytes,
             StatusItem::Recent => 0,
             StatusItem::HighestModSeq => info.highest_modseq,
@@ -435,21 +506,16 @@ pub(super) async fn status(
         Ok(n) => n,
         Err(r) => return Ok(r),
     };
-    let need_deleted = items.contains(&StatusItem::Deleted);
+    let need_deleted =
+        items.contains(&StatusItem::Deleted) || items.contains(&StatusItem::DeletedStorage);
+    if items.contains(&StatusItem::HighestModSeq) {
+        s.enable_condstore();
+    }
     let fetched = s
         .store_call("STATUS", false, move |u| {
             let info = u.mailbox(&store_name).ok_or(StoreError::NoSuchMailbox)?;
             let deleted = if need_deleted {
-                let v = u.view(info.id)?;
-                Some(
-                    u32::try_from(
-                        v.messages
-                            .iter()
-                            .filter(|m| m.flags.iter().any(|f| f == "\\Deleted"))
-                            .count(),
-                    )
-                    .unwrap_or(u32::MAX),
-                )
+                Some(deleted_of(&u.view(info.id)?))
             } else {
                 None
             };

@@ -12,7 +12,10 @@
 //! [`login`] LOGIN/AUTHENTICATE; [`mailbox`] SELECT, CREATE, LIST, STATUS...; [`append`];
 //! [`fetch`]; [`search`]; [`store_copy`] STORE, COPY, MOVE, EXPUNGE; [`idle`]; [`sync`] the
 //! MSN map and untagged updates; [`list`] pattern matching; [`wire`] string encoding;
-//! [`reply`] tagged results and error mapping; [`stream`] plain/TLS.
+//! [`reply`] tagged results and error mapping; [`stream`] plain/TLS/compressed;
+//! [`condstore`] CONDSTORE/QRESYNC select parameters and VANISHED (EARLIER); [`sort`] SORT,
+//! ESORT and THREAD with the per-mailbox sort-key cache; [`quota`] RFC 9208 QUOTA;
+//! [`compress`] COMPRESS=DEFLATE (RFC 4978). `docs/imap.md` lists every extension and its limits.
 //!
 //! Invariants:
 //! - Nothing a client sends can panic a session or grow its memory beyond the configured
@@ -25,14 +28,18 @@
 
 mod append;
 pub mod auth;
+mod compress;
+pub mod condstore;
 mod fetch;
 mod idle;
 pub mod list;
 mod login;
 mod mailbox;
+mod quota;
 pub mod reply;
 mod search;
 mod session;
+pub mod sort;
 mod store_copy;
 mod stream;
 pub mod sync;

@@ -106,6 +106,8 @@ impl Reply {
                 Reply::no("INBOX cannot be deleted").with_code("CANNOT")
             }
             StoreError::TooLarge => Reply::no("Message too large").with_code("TOOBIG"),
+            // RFC 9208 §4.3.2 (OVERQUOTA): the change would pass the user's quota.
+            StoreError::OverQuota => Reply::no("Quota exceeded").with_code("OVERQUOTA"),
             StoreError::NoSuchMessage => {
                 Reply::no("Some of the requested messages no longer exist")
                     .with_code("EXPUNGEISSUED")

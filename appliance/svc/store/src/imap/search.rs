@@ -1,5 +1,7 @@
 //! SEARCH and UID SEARCH (RFC 9051 §6.4.4, RFC 3501 §6.4.4), with ESEARCH results (RFC 4731,
-//! always for IMAP4rev2 sessions), SEARCHRES `SAVE`/`$` (RFC 5182) and WITHIN (RFC 5032).
+//! always for IMAP4rev2 sessions), SEARCHRES `SAVE`/`$` (RFC 5182), WITHIN (RFC 5032) and
+//! CONDSTORE's MODSEQ key and result (RFC 7162 §3.1.5). [`matching`] is shared with SORT and
+//! THREAD, which select their messages with the same search program.
 //!
 //! What it is: compiles the parsed keys into a [`Key`] tree (sequence sets resolved against the
 //! session's MSN map, strings decoded from the command's charset), evaluates it over the
@@ -217,20 +219,47 @@ fn saved_ranges(nums: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
     r
 }
 
-pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Result<Reply, End> {
+/// Whether a search program uses the MODSEQ key anywhere (RFC 7162 §3.1.5: the result then
+/// carries the highest mod-sequence of the messages found, and CONDSTORE becomes enabled).
+pub(super) fn uses_modseq(keys: &[SearchKey]) -> bool {
+    let mut stack: Vec<&SearchKey> = keys.iter().collect();
+    while let Some(k) = stack.pop() {
+        match k {
+            SearchKey::ModSeq { .. } => return true,
+            SearchKey::Not(k) => stack.push(k),
+            SearchKey::Or(a, b) => {
+                stack.push(a);
+                stack.push(b);
+            }
+            SearchKey::And(v) => stack.extend(v.iter()),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The messages of the selected mailbox that the client knows, still exist and match
+/// `criteria` (ANDed), as ascending (msn, uid) pairs. `charset` is the command's CHARSET
+/// (`None`: none given). Evaluated on the blocking pool; a program that is only `ALL` is
+/// answered from the session's map without touching the store.
+pub(super) async fn matching(
+    s: &Session,
+    charset: Option<&str>,
+    criteria: &[SearchKey],
+) -> Result<Vec<(u32, u32)>, Reply> {
     let Some(sel) = s.selected.as_ref() else {
-        return Ok(Reply::bad("No mailbox selected"));
+        return Err(Reply::bad("No mailbox selected"));
     };
-    let utf8_only = match cmd.charset.as_deref() {
+    let utf8_only = match charset {
         None => false,
         Some(c) if c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("UTF8") => true,
         Some(c) if c.eq_ignore_ascii_case("US-ASCII") => false,
         Some(_) => {
-            return Ok(Reply::no("Unsupported charset").with_code("BADCHARSET (US-ASCII UTF-8)"));
+            return Err(Reply::no("Unsupported charset").with_code("BADCHARSET (US-ASCII UTF-8)"));
         }
     };
     // A search without CHARSET may still carry UTF-8 (IMAP4rev2 and UTF8=ACCEPT clients do).
-    let utf8_only = utf8_only || cmd.charset.is_none();
+    let utf8_only = utf8_only || charset.is_none();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -245,34 +274,54 @@ pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Re
         saved_msn: &saved_msn,
         saved_uid: &saved_uid,
     };
-    let key = match cmd
-        .criteria
+    let keys = criteria
         .iter()
         .map(|k| compiler.compile(k))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(keys) => Key::And(keys),
-        Err(r) => return Ok(r),
-    };
-    // The messages the client knows and that still exist, with their MSNs.
-    let candidates: Vec<(u32, MessageMeta)> = sel
+        .collect::<Result<Vec<_>, _>>()?;
+    let live = sel
         .uids()
         .iter()
         .enumerate()
-        .filter_map(|(i, &uid)| Some((u32::try_from(i + 1).ok()?, sel.meta(uid)?.clone())))
-        .collect();
+        .filter_map(|(i, &uid)| Some((u32::try_from(i + 1).ok()?, uid, sel.meta(uid)?)));
+    if keys.iter().all(|k| matches!(k, Key::Const(true))) {
+        return Ok(live.map(|(msn, uid, _)| (msn, uid)).collect());
+    }
+    let key = Key::And(keys);
+    // The messages the client knows and that still exist, with their MSNs.
+    let candidates: Vec<(u32, MessageMeta)> =
+        live.map(|(msn, _, meta)| (msn, meta.clone())).collect();
     let id = sel.id;
     let Some(store) = s.user_store() else {
-        return Ok(Reply::bad("Command not allowed before login"));
+        return Err(Reply::bad("Command not allowed before login"));
     };
     let found = tokio::task::spawn_blocking(move || evaluate(&store, id, &key, &candidates)).await;
-    let found = match found {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return Ok(Reply::from_store(&e, "SEARCH", false)),
+    match found {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e)) => Err(Reply::from_store(&e, "SEARCH", false)),
         Err(e) => {
             tracing::error!(error = %e, "search task failed");
-            return Ok(Reply::server_bug());
+            Err(Reply::server_bug())
         }
+    }
+}
+
+pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Result<Reply, End> {
+    let found = match matching(s, cmd.charset.as_deref(), &cmd.criteria).await {
+        Ok(f) => f,
+        Err(r) => return Ok(r),
+    };
+    // RFC 7162 §3.1.5: MODSEQ in the program enables CONDSTORE and reports the highest
+    // mod-sequence of the messages found.
+    let modseq = if uses_modseq(&cmd.criteria) {
+        s.enable_condstore();
+        s.selected.as_ref().and_then(|sel| {
+            found
+                .iter()
+                .filter_map(|&(_, uid)| sel.meta(uid).map(|m| m.modseq))
+                .max()
+        })
+    } else {
+        None
     };
     let nums: Vec<u32> = found
         .iter()
@@ -292,13 +341,17 @@ pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Re
             for n in &nums {
                 out.extend_from_slice(format!(" {n}").as_bytes());
             }
+            if let Some(m) = modseq {
+                out.extend_from_slice(format!(" (MODSEQ {m})").as_bytes());
+            }
             out.extend_from_slice(b"\r\n");
         }
         Some(r) => {
             if r.contains(&SearchReturn::Save) {
                 let uids: Vec<u32> = found.iter().map(|&(_, u)| u).collect();
+                let saved = saved_subset(&uids, &r);
                 if let Some(sel) = s.selected.as_mut() {
-                    sel.save_result(uids);
+                    sel.save_result(saved);
                 }
             }
             let only_save = r.iter().all(|x| *x == SearchReturn::Save);
@@ -340,12 +393,42 @@ pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Re
                         SearchReturn::Save => {}
                     }
                 }
+                if let Some(m) = modseq {
+                    out.extend_from_slice(format!(" MODSEQ {m}").as_bytes());
+                }
                 out.extend_from_slice(b"\r\n");
             }
         }
     }
     s.send(&out).await?;
     Ok(Reply::ok("SEARCH completed"))
+}
+
+/// What `RETURN (SAVE ...)` saves (RFC 5182 §2.1): with only MIN and/or MAX beside SAVE, just
+/// the minimum and/or maximum; otherwise the whole result. `ordered` are the result's UIDs in
+/// result order (ascending for SEARCH, sort order for SORT: MIN is the first, MAX the last).
+/// The saved set is returned ascending.
+pub(super) fn saved_subset(ordered: &[u32], returns: &[SearchReturn]) -> Vec<u32> {
+    let min = returns.contains(&SearchReturn::Min);
+    let max = returns.contains(&SearchReturn::Max);
+    let others = returns
+        .iter()
+        .any(|r| matches!(r, SearchReturn::All | SearchReturn::Count));
+    let mut out: Vec<u32> = if (min || max) && !others {
+        let mut v = Vec::new();
+        if min {
+            v.extend(ordered.first().copied());
+        }
+        if max {
+            v.extend(ordered.last().copied());
+        }
+        v
+    } else {
+        ordered.to_vec()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn evaluate(
@@ -441,6 +524,17 @@ mod tests {
         assert!(k(SearchKey::Text(b"report".to_vec())));
         assert!(!k(SearchKey::Body(b"report".to_vec())));
         assert!(k(SearchKey::SentOn(Date::new(1971, 1, 4).unwrap())));
+    }
+
+    #[test]
+    fn save_with_min_max_saves_only_those() {
+        use SearchReturn as R;
+        assert_eq!(saved_subset(&[3, 1, 7], &[R::Save]), vec![1, 3, 7]);
+        assert_eq!(saved_subset(&[3, 1, 7], &[R::Save, R::Min]), vec![3]);
+        assert_eq!(saved_subset(&[3, 1, 7], &[R::Max, R::Save]), vec![7]);
+        assert_eq!(saved_subset(&[3, 1, 7], &[R::Min, R::Max, R::Save]), vec![3, 7]);
+        assert_eq!(saved_subset(&[3, 1, 7], &[R::Min, R::Count, R::Save]), vec![1, 3, 7]);
+        assert!(saved_subset(&[], &[R::Min, R::Save]).is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::auth::SessionSlot;
 use super::reply::{Reply, Status};
 use super::stream::Stream;
 use super::sync::Selected;
-use super::{SERVER_NAME, append, fetch, idle, login, mailbox, search, store_copy};
+use super::{SERVER_NAME, append, compress, fetch, idle, login, mailbox, quota, search, sort, store_copy};
 use crate::SharedContext;
 use hermes_core::directory::Authenticated;
 use hermes_proto::imap::{
@@ -98,6 +98,10 @@ pub(super) struct Session {
     pub rev2: bool,
     /// Mailbox names travel as UTF-8 (IMAP4rev2 enabled), not modified UTF-7.
     pub utf8: bool,
+    /// CONDSTORE is enabled (RFC 7162 §3.1: by ENABLE or by the first command using it).
+    pub condstore: bool,
+    /// `ENABLE QRESYNC` was issued (implies CONDSTORE).
+    pub qresync: bool,
     pub auth_failures: u32,
     bad_commands: u32,
     /// Set by a handler that wants the connection closed with `* BYE <text>` after its reply.
@@ -141,6 +145,8 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, implicit_tls: bool, ct
             selected: None,
             rev2: false,
             utf8: false,
+            condstore: false,
+            qresync: false,
             auth_failures: 0,
             bad_commands: 0,
             close_after: None,
@@ -219,6 +225,22 @@ impl Session {
         Ok(())
     }
 
+    /// Replaces the byte stream under the session (STARTTLS, COMPRESS), keeping one value that
+    /// every handler writes to. The old stream is returned; the session is left with a
+    /// detached placeholder until the caller installs the new one with [`Session::install`].
+    pub fn detach_stream(&mut self) -> Stream {
+        std::mem::replace(
+            &mut self.io,
+            BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached),
+        )
+        .into_inner()
+    }
+
+    /// Installs a stream (see [`Session::detach_stream`]).
+    pub fn install(&mut self, stream: Stream) {
+        self.io = BufWriter::with_capacity(WRITE_BUFFER, stream);
+    }
+
     /// Writes `* BYE text` and flushes, ignoring errors (the connection is ending anyway).
     pub async fn bye(&mut self, text: &str) {
         let _ = self
@@ -251,7 +273,7 @@ impl Session {
     }
 
     /// Writes the tagged reply and applies the BAD-command limit.
-    async fn finish(&mut self, tag: &str, reply: Reply) -> Result<(), End> {
+    pub async fn finish(&mut self, tag: &str, reply: Reply) -> Result<(), End> {
         self.io.write_all(&reply.render(tag)).await?;
         if reply.status == Status::Bad {
             self.bad_commands += 1;
@@ -282,6 +304,9 @@ impl Session {
                 return Err(End::Closed);
             }
             CommandBody::StartTls => return self.starttls(&tag).await,
+            CommandBody::Compress(mechanism) => {
+                return compress::compress(self, &tag, &mechanism).await;
+            }
             _ => {}
         }
         // Commands that end or replace the selection do not sync the old one.
@@ -297,13 +322,15 @@ impl Session {
             CommandBody::Fetch(f) => f.uid,
             CommandBody::Store(s) => s.uid,
             CommandBody::Search(s) => s.uid,
+            CommandBody::Sort(s) => s.uid,
+            CommandBody::Thread(t) => t.uid,
             _ => true,
         };
         // Before a command that names messages by sequence number, no EXPUNGE may shift them.
         let uses_msns = match &body {
             CommandBody::Fetch(f) => !f.uid,
             CommandBody::Store(s) => !s.uid,
-            CommandBody::Search(_) => true,
+            CommandBody::Search(_) | CommandBody::Sort(_) | CommandBody::Thread(_) => true,
             CommandBody::Copy { uid, .. } | CommandBody::Move { uid, .. } => !uid,
             _ => false,
         };
@@ -345,6 +372,8 @@ impl Session {
             | C::Store(_)
             | C::Copy { .. }
             | C::Move { .. }
+            | C::Sort(_)
+            | C::Thread(_)
                 if self.selected.is_none() =>
             {
                 Some(Reply::bad("No mailbox selected"))
@@ -432,6 +461,13 @@ impl Session {
             C::Move { uid, set, mailbox } => {
                 store_copy::copy_move(self, uid, &set, &mailbox, true).await?
             }
+            C::Sort(cmd) => sort::sort(self, tag, cmd).await?,
+            C::Thread(cmd) => sort::thread(self, cmd).await?,
+            C::GetQuota(root) => quota::getquota(self, &root).await?,
+            C::GetQuotaRoot(mailbox) => quota::getquotaroot(self, &mailbox).await?,
+            C::SetQuota { .. } => quota::setquota(),
+            // Handled in `execute` (it replaces the stream after the tagged reply).
+            C::Compress(_) => Reply::server_bug(),
             // Handled in `execute`.
             C::Logout | C::StartTls => Reply::server_bug(),
         })
@@ -444,6 +480,15 @@ impl Session {
                 self.rev2 = true;
                 self.utf8 = true;
                 enabled.push("IMAP4rev2");
+            } else if cap.eq_ignore_ascii_case("CONDSTORE") && !self.condstore {
+                self.enable_condstore();
+                enabled.push("CONDSTORE");
+            } else if cap.eq_ignore_ascii_case("QRESYNC") && !self.qresync {
+                // RFC 7162 §3.2.3: QRESYNC implies CONDSTORE (the client must not rely on
+                // CONDSTORE being listed as well).
+                self.enable_condstore();
+                self.qresync = true;
+                enabled.push("QRESYNC");
             }
         }
         let mut line = String::from("* ENABLED");
@@ -454,6 +499,16 @@ impl Session {
         line.push_str("\r\n");
         self.io.write_all(line.as_bytes()).await?;
         Ok(Reply::ok("ENABLE completed"))
+    }
+
+    /// Turns CONDSTORE on for the rest of the session (RFC 7162 §3.1: ENABLE, SELECT
+    /// (CONDSTORE), and the first FETCH MODSEQ/CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH
+    /// MODSEQ or STATUS HIGHESTMODSEQ all do).
+    pub fn enable_condstore(&mut self) {
+        self.condstore = true;
+        if let Some(sel) = self.selected.as_mut() {
+            sel.condstore = true;
+        }
     }
 
     async fn starttls(&mut self, tag: &str) -> Result<(), End> {
@@ -539,8 +594,23 @@ impl Session {
             "ESEARCH",
             "MULTIAPPEND",
             "BINARY",
+            "CONDSTORE",
+            "QRESYNC",
+            "SORT",
+            "SORT=DISPLAY",
+            "ESORT",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
+            "SEARCHRES",
+            "WITHIN",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
         ] {
             caps.push(c.into());
+        }
+        // RFC 4978 §4: not advertised once compression is active.
+        if self.user.is_some() && !self.io.get_ref().is_compressed() {
+            caps.push("COMPRESS=DEFLATE".into());
         }
         caps.push(format!(
             "APPENDLIMIT={}",

@@ -10,7 +10,9 @@
 //! - A read-only (EXAMINEd) mailbox is never changed: STORE, EXPUNGE and MOVE answer `NO`, and
 //!   CLOSE does not expunge.
 //! - STORE without `.SILENT` answers one FETCH per message of the set (RFC 9051 §6.4.6) and
-//!   marks the changes it reported so the next sync does not repeat them.
+//!   marks the changes it reported so the next sync does not repeat them. With CONDSTORE the
+//!   FETCH carries MODSEQ (a silent STORE then still reports MODSEQ of what it changed), and
+//!   `UNCHANGEDSINCE` failures end `OK [MODIFIED set]` (RFC 7162 §3.1.3).
 //! - COPYUID pairs source and destination UIDs in source UID order (RFC 4315 §3); MOVE sends it
 //!   in an untagged `OK` before the `EXPUNGE` responses (RFC 6851 §4.3).
 
@@ -27,6 +29,10 @@ fn invalid_msn(_: InvalidMsn) -> Reply {
 }
 
 pub(super) async fn store(s: &mut Session, cmd: StoreCommand) -> Result<Reply, End> {
+    if cmd.unchanged_since.is_some() {
+        s.enable_condstore();
+    }
+    let condstore = s.condstore;
     let Some(sel) = s.selected.as_ref() else {
         return Ok(Reply::bad("No mailbox selected"));
     };
@@ -76,26 +82,37 @@ pub(super) async fn store(s: &mut Session, cmd: StoreCommand) -> Result<Reply, E
         for (uid, (_, modseq)) in &changed {
             sel.note_reported(*uid, *modseq);
         }
-        if !cmd.silent {
-            for &(msn, uid) in &live {
-                if update.modified.contains(&uid) {
-                    continue;
-                }
-                let flags = match changed.get(&uid) {
-                    Some((f, _)) => f.clone(),
-                    None => match sel.meta(uid) {
-                        Some(m) => m.flags.clone(),
-                        None => continue,
-                    },
-                };
-                out.extend_from_slice(
-                    format!("* {msn} FETCH (FLAGS ({})", flags.join(" ")).as_bytes(),
-                );
-                if cmd.uid {
-                    out.extend_from_slice(format!(" UID {uid}").as_bytes());
-                }
-                out.extend_from_slice(b")\r\n");
+        for &(msn, uid) in &live {
+            if update.modified.contains(&uid) {
+                continue;
             }
+            let (flags, modseq) = match changed.get(&uid) {
+                Some((f, m)) => (f.clone(), *m),
+                None => match sel.meta(uid) {
+                    Some(m) => (m.flags.clone(), m.modseq),
+                    None => continue,
+                },
+            };
+            if cmd.silent {
+                // RFC 7162 §3.1.3: with CONDSTORE, a silent STORE still reports the new
+                // MODSEQ of each message it changed.
+                if condstore && changed.contains_key(&uid) {
+                    out.extend_from_slice(format!("* {msn} FETCH (").as_bytes());
+                    if cmd.uid {
+                        out.extend_from_slice(format!("UID {uid} ").as_bytes());
+                    }
+                    out.extend_from_slice(format!("MODSEQ ({modseq}))\r\n").as_bytes());
+                }
+                continue;
+            }
+            out.extend_from_slice(format!("* {msn} FETCH (FLAGS ({})", flags.join(" ")).as_bytes());
+            if cmd.uid {
+                out.extend_from_slice(format!(" UID {uid}").as_bytes());
+            }
+            if condstore {
+                out.extend_from_slice(format!(" MODSEQ ({modseq})").as_bytes());
+            }
+            out.extend_from_slice(b")\r\n");
         }
     }
     s.send(&out).await?;

@@ -1,13 +1,14 @@
 //! The byte stream under one IMAP connection: plain TCP, or TLS over TCP (implicit TLS on the
-//! IMAPS port, or after STARTTLS).
+//! IMAPS port, or after STARTTLS), either of them possibly under COMPRESS=DEFLATE.
 //!
 //! What it is: a small enum that forwards `AsyncRead`/`AsyncWrite` to whichever stream is live,
 //! so the session owns one value across the STARTTLS upgrade.
 //! What it is not: a buffer. Buffering (and discarding bytes pipelined before a TLS handshake)
 //! is the session's job.
 //!
-//! Invariant: a [`Stream::Tls`] is never downgraded; [`Stream::is_tls`] is what decides whether
-//! STARTTLS and LOGINDISABLED are advertised.
+//! Invariant: a [`Stream::Tls`] is never downgraded; [`Stream::is_tls`] (which looks through
+//! the compression layer) is what decides whether STARTTLS and LOGINDISABLED are advertised.
+//! Compression is only ever the outermost layer and only once ([`Stream::is_compressed`]).
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +20,8 @@ use tokio_rustls::server::TlsStream;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// COMPRESS=DEFLATE over a plain or TLS stream.
+    Deflate(Box<super::compress::Deflate>),
     /// Placeholder while the TCP stream is handed to the TLS handshake; every I/O call fails.
     Detached,
 }
@@ -32,7 +35,15 @@ fn detached() -> io::Error {
 
 impl Stream {
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+        match self {
+            Stream::Tls(_) => true,
+            Stream::Deflate(d) => d.inner().is_tls(),
+            _ => false,
+        }
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        matches!(self, Stream::Deflate(_))
     }
 }
 
@@ -45,6 +56,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Deflate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -59,6 +71,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Deflate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -66,6 +79,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Deflate(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -73,6 +87,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Deflate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -84,6 +99,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Deflate(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -91,6 +107,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Deflate(_) => false,
             Stream::Detached => false,
         }
     }

@@ -19,11 +19,14 @@
 //!   client reads it without any adjustment.
 //! - A flag change is reported once: changes this session already reported (its own STORE) are
 //!   remembered in `reported` until the next sync and skipped.
+//! - Once QRESYNC is enabled (RFC 7162 §3.2.10) expunges are reported as one `* VANISHED uids`
+//!   instead of `EXPUNGE` lines; once CONDSTORE is enabled every unsolicited `FETCH` carries
+//!   `MODSEQ` (§3.1.4).
 
 use hermes_proto::imap::{SeqItem, SequenceSet};
 use hermes_store::{MailboxId, MailboxView, MessageMeta};
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write as _;
+use std::io::Write;
 use std::sync::Arc;
 
 /// The system flags every mailbox offers (RFC 9051 §2.3.2), in FLAGS-response order.
@@ -51,6 +54,12 @@ pub struct Selected {
     keywords: BTreeSet<String>,
     /// RFC 5182 saved search result, as UIDs (ascending).
     saved: Vec<u32>,
+    /// CONDSTORE is enabled in this session: unsolicited FETCH responses carry MODSEQ.
+    pub condstore: bool,
+    /// QRESYNC is enabled: expunges are reported as VANISHED.
+    pub qresync: bool,
+    /// SORT/THREAD keys of this mailbox's messages, built on first use (see `sort`).
+    pub sort_index: Option<std::sync::Arc<super::sort::SortIndex>>,
 }
 
 impl Selected {
@@ -70,7 +79,15 @@ impl Selected {
             reported: HashMap::new(),
             keywords,
             saved: Vec::new(),
+            condstore: false,
+            qresync: false,
+            sort_index: None,
         }
+    }
+
+    /// The mailbox's HIGHESTMODSEQ as of the last view (RFC 7162 §3.1.2.1).
+    pub fn highest_modseq(&self) -> u64 {
+        max_modseq(&self.view)
     }
 
     /// Number of messages as the client knows it (EXISTS).
@@ -223,9 +240,21 @@ impl Selected {
                 }
             }
             if gone {
+                if self.qresync {
+                    let vanished = self
+                        .uids
+                        .iter()
+                        .zip(&keep)
+                        .filter(|(_, k)| !**k)
+                        .map(|(u, _)| *u);
+                    let set = hermes_proto::imap::response::sequence_set(vanished);
+                    let _ = writeln_crlf(out, format_args!("* VANISHED {set}"));
+                }
                 for i in (0..self.uids.len()).rev() {
                     if !keep[i] {
-                        let _ = writeln_crlf(out, format_args!("* {} EXPUNGE", i + 1));
+                        if !self.qresync {
+                            let _ = writeln_crlf(out, format_args!("* {} EXPUNGE", i + 1));
+                        }
                         self.reported.remove(&self.uids[i]);
                     }
                 }
@@ -282,14 +311,16 @@ impl Selected {
                 continue;
             }
             if let Some(msn) = self.msn_of(m.uid) {
-                let _ = writeln_crlf(
+                let _ = write!(
                     out,
-                    format_args!(
-                        "* {msn} FETCH (UID {} FLAGS ({}))",
-                        m.uid,
-                        m.flags.join(" ")
-                    ),
+                    "* {msn} FETCH (UID {} FLAGS ({})",
+                    m.uid,
+                    m.flags.join(" ")
                 );
+                if self.condstore {
+                    let _ = write!(out, " MODSEQ ({})", m.modseq);
+                }
+                out.extend_from_slice(b")\r\n");
             }
         }
         self.known_modseq = self.known_modseq.max(max_modseq(&self.view));
@@ -472,6 +503,32 @@ mod tests {
             "{t}"
         );
         assert!(t.ends_with("* 1 FETCH (UID 1 FLAGS ($Junk))\r\n"), "{t}");
+    }
+
+    #[test]
+    fn qresync_reports_vanished_and_condstore_modseq() {
+        let mut s = Selected::open(
+            view(
+                vec![meta(1, 1, &[]), meta(2, 1, &[]), meta(3, 1, &[]), meta(5, 1, &[])],
+                1,
+                6,
+            ),
+            false,
+        );
+        s.qresync = true;
+        s.condstore = true;
+        let mut out = Vec::new();
+        s.sync(
+            view(vec![meta(1, 3, &["\\Seen"]), meta(5, 1, &[])], 3, 6),
+            true,
+            &mut out,
+        );
+        assert_eq!(
+            text(&out),
+            "* VANISHED 2:3\r\n* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (3))\r\n"
+        );
+        assert_eq!(s.uids(), &[1, 5]);
+        assert_eq!(s.highest_modseq(), 3);
     }
 
     #[test]
