@@ -18,8 +18,12 @@
 
 pub mod deliver;
 pub mod imap;
+pub mod index;
+pub mod pop3;
+pub mod quota;
 pub mod lmtp;
 pub mod run;
+pub mod sieve;
 
 pub use run::{run, run_until};
 

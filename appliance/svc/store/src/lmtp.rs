@@ -11,7 +11,11 @@
 //! and the store refuses a message that would pass the limit. Either way the answer is
 //! `452 4.2.2` (the sender retries), or `552 5.2.2` with `[store] quota_permanent_failure`.
 //!
-//! What it is not: no queue (the router's job), no Sieve (issue 3), no TLS or AUTH (LMTP is
+//! Sieve: before storing, each recipient's active script decides where the message goes
+//! ([`crate::sieve::deliver::deliver`]: mailboxes and flags, discard, redirect, vacation); a
+//! broken script means INBOX, never a lost message.
+//!
+//! What it is not: no queue (the router's job), no TLS or AUTH (LMTP is
 //! for the local MTA on loopback or the unix socket).
 //!
 //! Invariants:
@@ -26,7 +30,7 @@
 //!   service's drain bound).
 
 use crate::SharedContext;
-use crate::deliver::{Trace, deliver_to_users, new_delivery_id, store_reply, trace_headers};
+use crate::deliver::{Trace, new_delivery_id, trace_headers};
 use hermes_core::directory::UserId;
 use hermes_proto::lmtp::{Event, ForwardPath, Message, Reply, Server, ServerConfig};
 use std::time::{Duration, Instant};
@@ -214,9 +218,17 @@ async fn deliver(ctx: &SharedContext, peer: Peer, m: Message<UserId>) -> Vec<Rep
     raw.extend_from_slice(&m.body);
     drop(m.body);
     let size = raw.len();
-    let users: Vec<UserId> = m.recipients.into_iter().map(|r| r.data).collect();
+    // Sieve hook: each recipient's script picks targets (see `crate::sieve::deliver`).
+    let rcpts: Vec<crate::sieve::deliver::Rcpt> = m
+        .recipients
+        .into_iter()
+        .zip(&rcpt_names)
+        .map(|(r, address)| crate::sieve::deliver::Rcpt { user: r.data, address: address.clone() })
+        .collect();
     let store = ctx.store.clone();
-    let results = match tokio::task::spawn_blocking(move || deliver_to_users(&store, &raw, &users)).await {
+    let engine = crate::sieve::Engine::new(&ctx.config, &ctx.data);
+    let sender = return_path.clone();
+    let results = match tokio::task::spawn_blocking(move || crate::sieve::deliver::deliver(&engine, &store, &raw, &sender, &rcpts)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "delivery task failed");
@@ -228,10 +240,10 @@ async fn deliver(ctx: &SharedContext, peer: Peer, m: Message<UserId>) -> Vec<Rep
         .enumerate()
         .map(|(i, rcpt)| match results.get(i) {
             Some(r) => {
-                if let Err(e) = r {
+                if let crate::sieve::deliver::Filed::Stored(Err(e)) = r {
                     tracing::warn!(rcpt = %rcpt, error = %e, id = %id, "delivery failed");
                 }
-                store_reply(rcpt, r, &id, ctx.config.store.quota_permanent_failure)
+                crate::sieve::deliver::reply(rcpt, r, &id, ctx.config.store.quota_permanent_failure)
             }
             None => Reply::new(451, (4, 3, 0), format!("<{rcpt}> Temporary failure, try again later")),
         })

@@ -1,5 +1,5 @@
 //! The store service's process wiring: open the directory and the store, load TLS, bind IMAP,
-//! IMAPS, POP3, POP3S, LMTP (TCP and unix socket) and the control socket (`run/store.sock`, for
+//! IMAPS, POP3, POP3S, LMTP (TCP and unix socket), ManageSieve and the control socket (`run/store.sock`, for
 //! `hermes undelete`), publish what was bound, accept connections under the connection
 //! limits, purge expired retained mail hourly, and shut down gracefully.
 //!
@@ -104,6 +104,14 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
         None => None,
     };
     let lmtp = bind_tcp(SocketAddr::new(ip, config.lmtp.port)).await.context("binding LMTP")?;
+    // ManageSieve only edits filters: if its port is taken, mail service still starts (logged).
+    let managesieve = match bind_tcp(SocketAddr::new(ip, config.managesieve.port)).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(error = %e, port = config.managesieve.port, "cannot bind ManageSieve; continuing without it");
+            None
+        }
+    };
     let socket_path = data.lmtp_socket();
     let lmtp_unix = bind_unix(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
     let control_path = data.store_socket();
@@ -119,6 +127,9 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
         endpoints.tcp.insert("pop3s".into(), l.local_addr()?.to_string());
     }
     endpoints.tcp.insert("lmtp".into(), lmtp.local_addr()?.to_string());
+    if let Some(l) = &managesieve {
+        endpoints.tcp.insert("managesieve".into(), l.local_addr()?.to_string());
+    }
     endpoints.unix.insert("lmtp".into(), socket_path.display().to_string());
     endpoints.unix.insert("control".into(), control_path.display().to_string());
 
@@ -135,6 +146,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     let imap_limiter = ConnectionLimiter::from_limits(&config.limits);
     let pop3_limiter = ConnectionLimiter::from_limits(&config.limits);
     let lmtp_limiter = ConnectionLimiter::from_limits(&config.limits);
+    let managesieve_limiter = ConnectionLimiter::from_limits(&config.limits);
 
     let mut loops = JoinSet::new();
     loops.spawn(accept_tcp(imap, Protocol::Imap { implicit_tls: false }, imap_limiter.clone(), ctx.clone(), tracker.token()));
@@ -146,6 +158,9 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
         loops.spawn(accept_tcp(l, Protocol::Pop3 { implicit_tls: true }, pop3_limiter, ctx.clone(), tracker.token()));
     }
     loops.spawn(accept_tcp(lmtp, Protocol::Lmtp, lmtp_limiter.clone(), ctx.clone(), tracker.token()));
+    if let Some(l) = managesieve {
+        loops.spawn(accept_tcp(l, Protocol::ManageSieve, managesieve_limiter, ctx.clone(), tracker.token()));
+    }
     loops.spawn(accept_unix(lmtp_unix, lmtp_limiter, ctx.clone(), tracker.token()));
     loops.spawn(accept_control(control, ctx.clone(), tracker.token()));
     loops.spawn(purge_loop(ctx.clone()));
@@ -173,6 +188,7 @@ enum Protocol {
     Imap { implicit_tls: bool },
     Pop3 { implicit_tls: bool },
     Lmtp,
+    ManageSieve,
 }
 
 /// Writes a refusal and closes, without holding up the accept loop.
@@ -197,6 +213,7 @@ fn refusal(protocol: Protocol, why: LimitExceeded, hostname: &str) -> Vec<u8> {
             LimitExceeded::PerIp => b"-ERR [SYS/TEMP] Too many connections from your address\r\n".to_vec(),
         },
         Protocol::Lmtp => crate::lmtp::too_many_connections(hostname),
+        Protocol::ManageSieve => crate::sieve::managesieve::too_many_connections(),
     }
 }
 
@@ -237,6 +254,7 @@ async fn accept_tcp(
                 Protocol::Imap { implicit_tls } => crate::imap::serve(stream, peer, implicit_tls, ctx).await,
                 Protocol::Pop3 { implicit_tls } => crate::pop3::serve(stream, peer, implicit_tls, ctx).await,
                 Protocol::Lmtp => crate::lmtp::serve(stream, crate::lmtp::Peer::Tcp(peer), ctx).await,
+                Protocol::ManageSieve => crate::sieve::managesieve::serve(stream, peer, ctx).await,
             }
         });
     }

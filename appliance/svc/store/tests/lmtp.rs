@@ -34,7 +34,7 @@ impl Server {
         }
         let text = format!(
             "[server]\nhostname = \"mx.example.org\"\nlisten = \"127.0.0.1\"\n\
-             [imap]\nport = 0\ntls_port = 0\n[pop3]\nport = 0\ntls_port = 0\n[lmtp]\nport = 0\n[limits]\n{extra_limits}\n"
+             [imap]\nport = 0\ntls_port = 0\n[pop3]\nport = 0\ntls_port = 0\n[lmtp]\nport = 0\n[managesieve]\nport = 0\n[limits]\n{extra_limits}\n"
         );
         let config = Config::from_toml(&text).unwrap();
         // `hermes deliver` without a running server reads it (host name, limits).

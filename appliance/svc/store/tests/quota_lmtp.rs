@@ -40,7 +40,7 @@ impl Server {
         }
         let text = format!(
             "[server]\nhostname = \"mx.example.org\"\nlisten = \"127.0.0.1\"\n\
-             [imap]\nport = 0\ntls_port = 0\nplaintext_auth_on_loopback = true\n[pop3]\nport = 0\ntls_port = 0\n[lmtp]\nport = 0\n[store]\n{store_section}\n"
+             [imap]\nport = 0\ntls_port = 0\nplaintext_auth_on_loopback = true\n[pop3]\nport = 0\ntls_port = 0\n[lmtp]\nport = 0\n[managesieve]\nport = 0\n[store]\n{store_section}\n"
         );
         let config = Config::from_toml(&text).unwrap();
         std::fs::create_dir_all(data.config_dir()).unwrap();
