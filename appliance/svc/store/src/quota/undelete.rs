@@ -47,6 +47,25 @@ pub enum Request {
         #[serde(default)]
         list: bool,
     },
+    /// Live and retained usage of up to [`MAX_USAGE_ACCOUNTS`] accounts (the admin UI's
+    /// account pages): `{"op":"usage","accounts":["a@example.org"]}` answers
+    /// `{"ok":true,"usage":[{"account":...,"live_bytes":...},...]}`, one entry per account
+    /// found, in order; unknown accounts are left out.
+    Usage { accounts: Vec<String> },
+}
+
+/// Accounts per `usage` request: one page of the admin UI's account list, with room to spare.
+pub const MAX_USAGE_ACCOUNTS: usize = 500;
+
+/// One account's usage (raw message sizes) and quota, as the `usage` op answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEntry {
+    pub account: String,
+    pub live_bytes: u64,
+    pub live_messages: u64,
+    pub retained_bytes: u64,
+    pub retained_messages: u64,
+    pub quota_bytes: u64,
 }
 
 /// Which retained messages: every given condition must hold (see [`RetainedFilter`]).
@@ -107,6 +126,9 @@ pub struct Response {
     /// True when the store was opened directly (no store service running).
     #[serde(default)]
     pub offline: bool,
+    /// The `usage` op's answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<UsageEntry>,
 }
 
 fn error(text: impl Into<String>) -> Response {
@@ -134,7 +156,10 @@ fn entry(m: &RetainedMessage) -> Entry {
 /// Runs one request against an open store. Blocking (store calls fsync): use
 /// `spawn_blocking` from async code.
 pub fn execute(store: &Store, directory: &Directory, request: &Request) -> Response {
-    let Request::Undelete { account, filter, list } = request;
+    let (account, filter, list) = match request {
+        Request::Undelete { account, filter, list } => (account, filter, list),
+        Request::Usage { accounts } => return usage(store, directory, accounts),
+    };
     let found = match directory.lookup(account) {
         Ok(Some(a)) => a,
         Ok(None) => return error(format!("no such account: {account}")),
@@ -193,6 +218,42 @@ pub fn execute(store: &Store, directory: &Directory, request: &Request) -> Respo
             e
         })
         .collect();
+    response
+}
+
+/// The `usage` op: live and retained totals (O(1) per loaded user) for each known account.
+fn usage(store: &Store, directory: &Directory, accounts: &[String]) -> Response {
+    if accounts.len() > MAX_USAGE_ACCOUNTS {
+        return error(format!("at most {MAX_USAGE_ACCOUNTS} accounts per usage request"));
+    }
+    let mut response = Response { ok: true, ..Response::default() };
+    for address in accounts {
+        let found = match directory.lookup(address) {
+            Ok(Some(a)) => a,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "directory lookup failed");
+                return error("the directory could not be read");
+            }
+        };
+        let user = match store.user(&found.user_id) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(user = %found.address, error = %e, "cannot open the user's store");
+                return error("an account's mail store could not be opened");
+            }
+        };
+        crate::quota::apply_account(&user, &found);
+        let d = user.usage_detail();
+        response.usage.push(UsageEntry {
+            account: found.address.clone(),
+            live_bytes: d.live_bytes,
+            live_messages: d.live_messages,
+            retained_bytes: d.retained_bytes,
+            retained_messages: d.retained_messages,
+            quota_bytes: found.quota_bytes,
+        });
+    }
     response
 }
 
