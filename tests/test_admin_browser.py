@@ -17,7 +17,7 @@ import pytest
 from admin_client import setup_token
 from hermes_testlib import make_message
 
-selenium = pytest.importorskip("selenium", reason="pip install selenium (scripts/test.sh does)")
+import selenium  # noqa: E402,F401  (scripts/test.sh installs it; missing is a failure, not a skip)
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -29,10 +29,12 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "target" / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="needs Debian's chromium and chromium-driver (scripts/test.sh installs them)",
-)
+
+
+def test_browser_tools_are_installed():
+    """scripts/test.sh installs Debian's chromium and chromium-driver; their absence is a failure."""
+    assert Path(CHROMIUM).exists(), CHROMIUM
+    assert Path(CHROMEDRIVER).exists(), CHROMEDRIVER
 
 
 @pytest.fixture(scope="module")

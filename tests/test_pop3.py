@@ -315,8 +315,8 @@ def run_fetchmail(h, user: str, workdir: Path, outdir: Path, keep: bool) -> subp
     )
 
 
-@pytest.mark.skipif(FETCHMAIL is None, reason="fetchmail is not installed (apt-get install -y fetchmail)")
 def test_fetchmail_keep_then_nokeep(server, user, tmp_path):
+    assert FETCHMAIL is not None, "fetchmail missing: scripts/test.sh installs it"
     sent = deliver_n(server, user, 3, prefix="fetch")
     out = tmp_path / "out"
     out.mkdir()

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, builds, runs the unit/integration tests,
+# short fuzz runs of every cargo-fuzz target, and the end-to-end suites in tests/ (pytest).
+#
+# Idempotent and non-interactive; meant for a fresh Debian 12 machine with Rust 1.95 and Python 3.11,
+# and for CI (.ci/run calls it). Every stage runs even when an earlier test stage failed (a build
+# failure stops it); the exit code is non-zero if any stage failed.
+#
+# Environment:
+#   FUZZ_SECONDS   seconds per fuzz target (default 20; 0 skips fuzzing, for local iterations only)
+#   PYTEST_ARGS    extra arguments for pytest (e.g. "-k durability"); default runs everything
+set -uo pipefail
+export DEBIAN_FRONTEND=noninteractive
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOGDIR=${TEST_LOG_DIR:-$ROOT/target/test-logs}
+mkdir -p "$LOGDIR"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+failed=()
+summary=()
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+# --- 1. system packages -----------------------------------------------------------------------
+step "system packages"
+need_pkgs=()
+for p in isync curl swaks openssl ca-certificates python3-pip procps iproute2 fetchmail dnsmasq-base chromium chromium-driver; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing: ${need_pkgs[*]}"
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null || { echo "apt-get install failed"; exit 1; }
+else
+  echo "all present"
+fi
+
+# --- 2. Python test dependencies --------------------------------------------------------------
+step "python packages"
+PY=${PYTHON:-python3}
+"$PY" -m pip --version >/dev/null 2>&1 || { echo "no pip for $PY"; exit 1; }
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore pytest pytest-timeout selenium \
+  || { echo "pip install failed"; exit 1; }
+"$PY" -m pytest --version
+
+# --- 3. build -----------------------------------------------------------------------------------
+step "cargo build --workspace"
+cargo build --workspace 2>&1 | tail -n 30
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then echo "build failed"; exit 1; fi
+
+# --- 4. cargo test ------------------------------------------------------------------------------
+step "cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$LOGDIR/cargo-test.log" | grep -E '^(test result:|failures:|---- |error(\[|:))|panicked'
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then failed+=("cargo test"); fi
+read -r passed cfailed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$LOGDIR/cargo-test.log")
+summary+=("cargo test: $passed passed, $cfailed failed")
+
+# --- 5. fuzz smoke runs ---------------------------------------------------------------------------
+step "fuzz smoke runs (${FUZZ_SECONDS}s per target)"
+fuzz_dirs=()
+for d in appliance/*/fuzz appliance/*/*/fuzz; do
+  [ -f "$d/Cargo.toml" ] && fuzz_dirs+=("$d")
+done
+if [ ${#fuzz_dirs[@]} -eq 0 ]; then
+  echo "no fuzz directories yet"
+  summary+=("fuzz: no fuzz directories yet")
+elif [ "$FUZZ_SECONDS" = "0" ]; then
+  echo "FUZZ_SECONDS=0: fuzzing skipped (local iteration only; CI always fuzzes)"
+  summary+=("fuzz: skipped by FUZZ_SECONDS=0")
+else
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked >"$LOGDIR/cargo-fuzz-install.log" 2>&1 \
+      || { tail -n 20 "$LOGDIR/cargo-fuzz-install.log"; failed+=("cargo install cargo-fuzz"); }
+  fi
+  # cargo-fuzz needs nightly flags (-Zsanitizer); the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+  export RUSTC_BOOTSTRAP=1
+  fuzz_ok=0; fuzz_bad=0
+  for d in "${fuzz_dirs[@]}"; do
+    crate=$(dirname "$d")
+    targets=$(cd "$crate" && cargo fuzz list 2>/dev/null)
+    if [ -z "$targets" ]; then
+      echo "FAIL: $d exists but 'cargo fuzz list' shows no target"
+      fuzz_bad=$((fuzz_bad + 1))
+      continue
+    fi
+    for t in $targets; do
+      echo "--- $crate: $t"
+      if (cd "$crate" && cargo fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS" >"$LOGDIR/fuzz-$t.log" 2>&1); then
+        grep -E '^(Done|#[0-9]+ +DONE)' "$LOGDIR/fuzz-$t.log" | tail -n 1
+        fuzz_ok=$((fuzz_ok + 1))
+      else
+        tail -n 40 "$LOGDIR/fuzz-$t.log"
+        fuzz_bad=$((fuzz_bad + 1))
+      fi
+    done
+  done
+  [ "$fuzz_bad" -eq 0 ] || failed+=("fuzz")
+  summary+=("fuzz: $fuzz_ok passed, $fuzz_bad failed")
+  unset RUSTC_BOOTSTRAP
+fi
+
+# --- 6. end-to-end suites -----------------------------------------------------------------------
+step "pytest tests/"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+export HERMES_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/hermes"
+# shellcheck disable=SC2086
+"$PY" -m pytest -q tests/ ${PYTEST_ARGS:-} 2>&1 | tee "$LOGDIR/pytest.log"
+rc=${PIPESTATUS[0]}
+# 5 = no tests collected: never a pass here
+if [ "$rc" -ne 0 ]; then failed+=("pytest (exit $rc)"); fi
+
+step "summary"
+for s in "${summary[@]}"; do echo "$s"; done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+fi
+tail -n 1 "$LOGDIR/pytest.log"
+[ ${#failed[@]} -eq 0 ]
