@@ -2,7 +2,7 @@
 //! and a running server share it without a daemon, and a change takes effect at the next lookup.
 //!
 //! What it is: the embedded account database of a Hermes box and the only code that checks
-//! passwords. What it is not: a cache (every [`Directory::lookup`] reads the file, so a change
+//! passwords. What it is not: a cache of accounts (every [`Directory::lookup`] reads the file, so a change
 //! made by `hermes account ...` is seen by a running server at its next lookup), an alias or
 //! routing table (a later issue), or an LDAP client (multi-box deployments, a later issue).
 //!
@@ -12,7 +12,13 @@
 //! lock                                      flock(2)ed exclusively by every writer
 //! domains/<domain>/domain.json              {"domain": "...", "created": <unix seconds>}
 //! domains/<domain>/accounts/<local>.json    one [`Account`] (JSON)
+//! domains/<domain>/aliases/<local>.json     one [`Alias`] (JSON): local@domain → targets
+//! domains/<domain>/catchall.json            the domain's catch-all [`Alias`] (`@domain`)
 //! ```
+//!
+//! Aliases are one-to-many; a target is any valid address, in a local domain (an account or
+//! another alias, expanded by the router) or external (forwarded). An alias cannot shadow an
+//! existing account: [`Directory::add_alias`] refuses an address that has one.
 //!
 //! Invariants:
 //! - Addresses are `local@domain`, compared case-insensitively (stored lowercased). Domains are
@@ -24,7 +30,18 @@
 //! - Passwords are hashed with argon2id (PHC string). [`Directory::authenticate`] is blocking
 //!   (argon2 costs tens of milliseconds): async callers use `spawn_blocking`. An unknown login
 //!   costs the same argon2 verification as a known one, so timing does not reveal which
-//!   addresses exist.
+//!   addresses exist. At most one argon2 verification per CPU runs at once, process-wide, each
+//!   reusing its slot's memory, so a burst of logins queues instead of allocating 19 MiB per
+//!   blocking thread.
+//! - Verified-credentials cache (the one cache here, like Dovecot's auth cache): after a
+//!   successful argon2 verification, the process remembers address → (SHA-256 of a random
+//!   per-process 32-byte key and the password, the PHC string it was verified against, time).
+//!   A login within [`AUTH_CACHE_TTL`] (10 minutes) whose password's keyed hash matches
+//!   (constant-time) and whose account file, read as always, still holds that PHC string skips
+//!   argon2. So a password change or account deletion takes effect at the next login; failed
+//!   attempts never populate the cache and a wrong password always pays argon2, so guessing is
+//!   no cheaper; the cache holds no password and nothing testable offline without the key,
+//!   which lives only in this process's memory. At most [`AUTH_CACHE_MAX_ENTRIES`] entries.
 //! - Every account has a [`UserId`]: random (128 bits), never reused, the name of its folder in
 //!   the store, so deleting and re-adding an address never resurrects old mail. A record whose
 //!   `user_id` or `address` does not validate is reported as [`DirectoryError::Corrupt`], never
@@ -36,7 +53,7 @@
 //! **Architecture Invariant:** only [`Directory::authenticate`] constructs [`Authenticated`].
 
 use crate::secret::Secret;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Params, Version};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
@@ -123,6 +140,10 @@ pub enum DirectoryError {
     NoSuchAccount(String),
     #[error("account already exists: {0}")]
     AccountExists(String),
+    #[error("no such alias: {0}")]
+    NoSuchAlias(String),
+    #[error("invalid alias target {0:?}")]
+    InvalidTarget(String),
     #[error("invalid password hash (expected an argon2id PHC string)")]
     InvalidHash,
     #[error("password must not be empty")]
@@ -279,12 +300,13 @@ pub fn validate_phc_hash(phc: &str) -> Result<String, DirectoryError> {
     Ok(hash.to_string())
 }
 
-/// Verifies `password` against a stored PHC string; any parse failure is a mismatch.
+mod auth_cache;
+pub use auth_cache::{CACHE_MAX_ENTRIES as AUTH_CACHE_MAX_ENTRIES, CACHE_TTL as AUTH_CACHE_TTL};
+
+/// Verifies `password` against a stored PHC string; any parse failure is a mismatch. At most
+/// one verification per CPU runs at once, process-wide (see `auth_cache`).
 fn verify(phc: &str, password: &[u8]) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default().verify_password(password, &hash).is_ok(),
-        Err(_) => false,
-    }
+    auth_cache::verify_bounded(phc, password)
 }
 
 fn random_user_id() -> UserId {
@@ -730,7 +752,10 @@ impl Directory {
     }
 
     /// Checks a login (the full address, case-insensitive; no subaddress) and password.
-    /// Blocking: one argon2 verification whether or not the account exists.
+    /// Blocking: one argon2 verification whether or not the account exists (at most one per
+    /// CPU at once, process-wide; callers beyond that wait), except that the same password
+    /// verified against the same stored hash within [`AUTH_CACHE_TTL`] is accepted from the
+    /// verified-credentials cache without argon2. The account file is read every time.
     pub fn authenticate(&self, login: &str, password: &Secret<String>) -> Result<Authenticated, AuthError> {
         let account = match parse_address(login, false) {
             Some(addr) => self.read_account(&addr)?,
@@ -738,7 +763,15 @@ impl Directory {
         };
         let pw = password.expose().as_bytes();
         match account {
-            Some(account) if !pw.is_empty() && verify(account.password_hash.expose(), pw) => {
+            Some(account) if !pw.is_empty() => {
+                let phc = account.password_hash.expose();
+                if auth_cache::hit(&self.root, &account.address, phc, pw) {
+                    return Ok(Authenticated { account, _private: () });
+                }
+                if !verify(phc, pw) {
+                    return Err(AuthError::InvalidCredentials);
+                }
+                auth_cache::remember(&self.root, &account.address, phc, pw);
                 Ok(Authenticated { account, _private: () })
             }
             Some(_) => Err(AuthError::InvalidCredentials),
@@ -747,6 +780,176 @@ impl Directory {
                 let _ = verify(DUMMY_HASH, pw);
                 Err(AuthError::InvalidCredentials)
             }
+        }
+    }
+}
+
+/// Most targets of one alias: a department list of a few hundred fits; larger lists belong
+/// in the list manager.
+pub const MAX_ALIAS_TARGETS: usize = 1000;
+
+/// One alias or catch-all as the directory stores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Alias {
+    /// `local@domain` (lowercased), or `@domain` for the domain's catch-all.
+    pub address: String,
+    /// Where the mail goes, in order; duplicates removed.
+    pub targets: Vec<String>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl Alias {
+    pub fn is_catch_all(&self) -> bool {
+        self.address.starts_with('@')
+    }
+}
+
+/// Checks and normalises an alias target: `local@domain`, the local part a dot-atom (with
+/// `+`, case kept: it may be an external mailbox), the domain lowercased.
+pub fn normalize_target(target: &str) -> Option<String> {
+    let (local, domain) = target.trim().rsplit_once('@')?;
+    let atext = |c: u8| c.is_ascii_alphanumeric() || b"!#$&'*+=?^_`{|}~-/".contains(&c);
+    let ok = !local.is_empty()
+        && local.len() <= MAX_LOCAL_LEN
+        && local.split('.').all(|atom| !atom.is_empty() && atom.bytes().all(atext));
+    let domain = normalize_domain(domain)?;
+    ok.then(|| format!("{local}@{domain}"))
+}
+
+/// `local@domain` → (Some(local), domain); `@domain` → (None, domain).
+fn parse_alias_address(address: &str) -> Option<(Option<String>, String)> {
+    if let Some(d) = address.strip_prefix('@') {
+        return Some((None, normalize_domain(d)?));
+    }
+    let a = parse_address(address, false)?;
+    Some((Some(a.local), a.domain))
+}
+
+impl Directory {
+    fn aliases_dir(&self, domain: &str) -> PathBuf {
+        self.domain_dir(domain).join("aliases")
+    }
+    fn alias_file(&self, local: Option<&str>, domain: &str) -> PathBuf {
+        match local {
+            Some(l) => self.aliases_dir(domain).join(format!("{l}.json")),
+            None => self.domain_dir(domain).join("catchall.json"),
+        }
+    }
+
+    fn read_alias(&self, local: Option<&str>, domain: &str) -> Result<Option<Alias>, DirectoryError> {
+        let path = self.alias_file(local, domain);
+        let Some(bytes) = read_record(&path)? else { return Ok(None) };
+        let alias: Alias =
+            serde_json::from_slice(&bytes).map_err(|e| DirectoryError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let want = match local {
+            Some(l) => format!("{l}@{domain}"),
+            None => format!("@{domain}"),
+        };
+        if alias.address != want {
+            return Err(DirectoryError::Corrupt { path, reason: format!("record names {:?}, file names {want:?}", alias.address) });
+        }
+        Ok(Some(alias))
+    }
+
+    /// Creates or replaces the alias `address` (`local@domain`, or `@domain` for the catch-all)
+    /// with `targets`. The domain must exist and `address` must not be an account.
+    pub fn add_alias(&self, address: &str, targets: &[String]) -> Result<Alias, DirectoryError> {
+        let (local, domain) =
+            parse_alias_address(address).ok_or_else(|| DirectoryError::InvalidAddress(address.to_string()))?;
+        let mut clean: Vec<String> = Vec::new();
+        for t in targets {
+            let n = normalize_target(t).ok_or_else(|| DirectoryError::InvalidTarget(t.clone()))?;
+            if !clean.contains(&n) {
+                clean.push(n);
+            }
+        }
+        if clean.is_empty() || clean.len() > MAX_ALIAS_TARGETS {
+            return Err(DirectoryError::InvalidTarget(format!("{} targets (1 to {MAX_ALIAS_TARGETS} allowed)", clean.len())));
+        }
+        let _lock = self.lock()?;
+        if !self.domain_exists(&domain)? {
+            return Err(DirectoryError::NoSuchDomain(domain));
+        }
+        if let Some(l) = &local
+            && self.read_account(&Address { local: l.clone(), domain: domain.clone() })?.is_some()
+        {
+            return Err(DirectoryError::AccountExists(format!("{l}@{domain}")));
+        }
+        let alias = Alias {
+            address: match &local {
+                Some(l) => format!("{l}@{domain}"),
+                None => format!("@{domain}"),
+            },
+            targets: clean,
+            created: now_unix(),
+        };
+        ensure_private_dir(&self.aliases_dir(&domain))?;
+        let json = serde_json::to_vec_pretty(&alias).map_err(std::io::Error::other)?;
+        write_atomic(&self.alias_file(local.as_deref(), &domain), &json)?;
+        tracing::info!(alias = %alias.address, targets = alias.targets.len(), "alias set");
+        Ok(alias)
+    }
+
+    /// Removes an alias (or `@domain`, the catch-all) and returns what it was.
+    pub fn remove_alias(&self, address: &str) -> Result<Alias, DirectoryError> {
+        let (local, domain) =
+            parse_alias_address(address).ok_or_else(|| DirectoryError::InvalidAddress(address.to_string()))?;
+        let _lock = self.lock()?;
+        let alias = self.read_alias(local.as_deref(), &domain)?.ok_or_else(|| DirectoryError::NoSuchAlias(address.to_ascii_lowercase()))?;
+        let path = self.alias_file(local.as_deref(), &domain);
+        fs::remove_file(&path)?;
+        if let Some(parent) = path.parent() {
+            fsync_dir(parent)?;
+        }
+        tracing::info!(alias = %alias.address, "alias removed");
+        Ok(alias)
+    }
+
+    /// Every alias and catch-all (or those of one domain), sorted by address.
+    pub fn list_aliases(&self, domain: Option<&str>) -> Result<Vec<Alias>, DirectoryError> {
+        let domains = match domain {
+            Some(d) => vec![normalize_domain(d).ok_or_else(|| DirectoryError::InvalidDomain(d.to_string()))?],
+            None => self.list_domains()?,
+        };
+        let mut out = Vec::new();
+        for d in domains {
+            if let Some(c) = self.read_alias(None, &d)? {
+                out.push(c);
+            }
+            let entries = match fs::read_dir(self.aliases_dir(&d)) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+                let Some(local) = name.strip_suffix(".json") else { continue };
+                if normalize_local(local).as_deref() == Some(local)
+                    && let Some(a) = self.read_alias(Some(local), &d)?
+                {
+                    out.push(a);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(out)
+    }
+
+    /// The alias for exactly `address` (no subaddress stripping), or `None`. One file read.
+    pub fn lookup_alias(&self, address: &str) -> Result<Option<Alias>, DirectoryError> {
+        match parse_address(address, false) {
+            Some(a) => self.read_alias(Some(&a.local), &a.domain),
+            None => Ok(None),
+        }
+    }
+
+    /// The catch-all of `domain`, or `None`.
+    pub fn catch_all(&self, domain: &str) -> Result<Option<Alias>, DirectoryError> {
+        match normalize_domain(domain) {
+            Some(d) => self.read_alias(None, &d),
+            None => Ok(None),
         }
     }
 }
@@ -902,6 +1105,84 @@ mod tests {
         // Re-adding gets a fresh user id: old mail is never resurrected.
         let again = d.import_account("bob@example.org", &h, None).unwrap();
         assert_ne!(again.user_id, a.user_id);
+    }
+
+    /// The bounded verifier agrees with the argon2 crate's own verifier.
+    #[test]
+    fn bounded_verify_matches_reference() {
+        let h = secret_hash();
+        let parsed = PasswordHash::new(&h).unwrap();
+        use argon2::password_hash::PasswordVerifier;
+        assert!(Argon2::default().verify_password(b"secret", &parsed).is_ok());
+        assert!(verify(&h, b"secret"));
+        assert!(!verify(&h, b"Secret"));
+        assert!(!verify("not a phc string", b"secret"));
+        assert!(!verify(DUMMY_HASH, b""));
+    }
+
+    #[test]
+    fn auth_cache_hit_is_fast_and_wrong_password_never_hits() {
+        let (_t, d) = dir();
+        d.add_domain("example.org").unwrap();
+        d.add_account("carol@example.org", &pw("right"), None).unwrap();
+        let first = std::time::Instant::now();
+        d.authenticate("carol@example.org", &pw("right")).unwrap();
+        let argon = first.elapsed();
+        // Best of a few, so a busy machine's scheduling hiccup does not fail the test.
+        let hit = (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                d.authenticate("Carol@example.org", &pw("right")).unwrap();
+                t.elapsed()
+            })
+            .min()
+            .unwrap();
+        assert!(hit < std::time::Duration::from_millis(1), "cache hit took {hit:?} (argon2: {argon:?})");
+        // A wrong password pays argon2 and fails; it never populates or matches the cache.
+        let t = std::time::Instant::now();
+        assert!(matches!(d.authenticate("carol@example.org", &pw("wrong")), Err(AuthError::InvalidCredentials)));
+        assert!(t.elapsed() > hit * 3, "a wrong password must cost a verification");
+        assert!(matches!(d.authenticate("carol@example.org", &pw("wrong")), Err(AuthError::InvalidCredentials)));
+        assert!(matches!(d.authenticate("carol@example.org", &pw("")), Err(AuthError::InvalidCredentials)));
+        // The right one still hits.
+        d.authenticate("carol@example.org", &pw("right")).unwrap();
+    }
+
+    #[test]
+    fn auth_cache_password_change_invalidates_and_deletion_fails() {
+        let (_t, d) = dir();
+        d.add_domain("example.org").unwrap();
+        d.add_account("dave@example.org", &pw("old"), None).unwrap();
+        d.authenticate("dave@example.org", &pw("old")).unwrap();
+        d.authenticate("dave@example.org", &pw("old")).unwrap(); // cached
+        d.set_password("dave@example.org", &pw("new")).unwrap();
+        assert!(matches!(d.authenticate("dave@example.org", &pw("old")), Err(AuthError::InvalidCredentials)));
+        d.authenticate("dave@example.org", &pw("new")).unwrap();
+        d.authenticate("dave@example.org", &pw("new")).unwrap(); // cached
+        d.remove_account("dave@example.org").unwrap();
+        assert!(matches!(d.authenticate("dave@example.org", &pw("new")), Err(AuthError::InvalidCredentials)));
+        // Re-added with the same password: a new hash (new salt), so a fresh verification.
+        let again = d.add_account("dave@example.org", &pw("new"), None).unwrap();
+        assert_eq!(d.authenticate("dave@example.org", &pw("new")).unwrap().user_id(), &again.user_id);
+        assert!(auth_cache::len() >= 1);
+    }
+
+    #[test]
+    fn concurrent_logins_all_succeed_under_the_bound() {
+        let (_t, d) = dir();
+        d.add_domain("example.org").unwrap();
+        let h = secret_hash();
+        for i in 0..6 {
+            d.import_account(&format!("p{i}@example.org"), &h, None).unwrap();
+        }
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let d = d.clone();
+                std::thread::spawn(move || d.authenticate(&format!("p{i}@example.org"), &pw("secret")).is_ok())
+            })
+            .collect();
+        assert!(handles.into_iter().all(|h| h.join().unwrap()));
+        assert!(auth_cache::max_concurrent_verifications() >= 1);
     }
 
     #[test]
@@ -1148,5 +1429,29 @@ mod tests {
         d.add_domain("example.org").unwrap();
         let a = d.import_account("a@example.org", &secret_hash(), None).unwrap();
         assert!(!format!("{a:?}").contains("argon2"));
+    }
+
+    #[test]
+    fn aliases_one_to_many_catch_all_and_no_shadowing() {
+        let (_t, d) = dir();
+        d.add_domain("example.org").unwrap();
+        d.import_account("alice@example.org", &secret_hash(), None).unwrap();
+        let a = d.add_alias("Team@Example.org", &["alice@example.org".into(), "Bob.X@Other.NET".into(), "alice@example.org".into()]).unwrap();
+        assert_eq!(a.address, "team@example.org");
+        assert_eq!(a.targets, ["alice@example.org", "Bob.X@other.net"]);
+        assert_eq!(d.lookup_alias("TEAM@example.org").unwrap().unwrap().targets.len(), 2);
+        assert!(d.lookup_alias("team+x@example.org").unwrap().is_none(), "exact lookup only");
+        assert!(matches!(d.add_alias("alice@example.org", &["x@y.org".into()]), Err(DirectoryError::AccountExists(_))));
+        assert!(matches!(d.add_alias("x@nowhere.org", &["x@y.org".into()]), Err(DirectoryError::NoSuchDomain(_))));
+        assert!(matches!(d.add_alias("x@example.org", &["not an address".into()]), Err(DirectoryError::InvalidTarget(_))));
+        assert!(matches!(d.add_alias("x@example.org", &[]), Err(DirectoryError::InvalidTarget(_))));
+        d.add_alias("@example.org", &["alice@example.org".into()]).unwrap();
+        assert!(d.catch_all("EXAMPLE.org").unwrap().unwrap().is_catch_all());
+        let all: Vec<String> = d.list_aliases(None).unwrap().into_iter().map(|a| a.address).collect();
+        assert_eq!(all, ["@example.org", "team@example.org"]);
+        d.remove_alias("team@example.org").unwrap();
+        d.remove_alias("@example.org").unwrap();
+        assert!(matches!(d.remove_alias("team@example.org"), Err(DirectoryError::NoSuchAlias(_))));
+        assert!(d.list_aliases(Some("example.org")).unwrap().is_empty());
     }
 }

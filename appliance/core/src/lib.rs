@@ -6,6 +6,8 @@
 //!   [`directory::Authenticated`] token.
 //! - [`secret`]: [`secret::Secret`], a wrapper whose `Debug` never shows the value.
 //! - [`ipc`]: the small typed messages services and the supervisor exchange (JSON lines).
+//! - [`manifest`]: the appliance manifest schema (services, users, ports, privileges) that the
+//!   image builder and `hermes init` both read.
 //!
 //! What this crate is not: it opens no sockets and starts no runtime; it reads and writes
 //! files only in `config` and `directory`.
@@ -13,6 +15,7 @@
 pub mod config;
 pub mod directory;
 pub mod ipc;
+pub mod manifest;
 pub mod paths;
 pub mod secret;
 

@@ -9,7 +9,7 @@
 //! Invariants: passwords come only from standard input (never argv, where `ps` shows them) and
 //! are never printed; a failed command prints one line and returns an error, never panics.
 
-use crate::cli::{AccountCommand, DomainCommand};
+use crate::cli::{AccountCommand, AliasCommand, DomainCommand, QueueCommand};
 use crate::size::{format_size, parse_size};
 use anyhow::{Context, anyhow, bail};
 use hermes_core::directory::{Account, Directory, DirectoryError, ImportEntry};
@@ -31,6 +31,91 @@ fn open(data: &DataDir, create: bool) -> anyhow::Result<Directory> {
     }
     crate::layout::ensure_root(data)?;
     Ok(Directory::open(data)?)
+}
+
+/// `hermes alias add|del|list`: aliases live in the directory, so a running router sees a
+/// change at its next RCPT.
+pub fn alias(data: &DataDir, command: AliasCommand) -> anyhow::Result<()> {
+    match command {
+        AliasCommand::Add { address, targets } => {
+            let a = open(data, false)?.add_alias(&address, &targets)?;
+            println!("alias {} -> {}", a.address, a.targets.join(", "));
+        }
+        AliasCommand::Del { address } => {
+            let a = open(data, false)?.remove_alias(&address)?;
+            println!("removed alias {}", a.address);
+        }
+        AliasCommand::List { domain, json } => {
+            let aliases = open(data, false)?.list_aliases(domain.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&aliases)?)?;
+            } else {
+                for a in aliases {
+                    writeln!(out, "{} -> {}", a.address, a.targets.join(", "))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `hermes queue ...`: through the running router's control socket, or on the queue folder
+/// when no router runs. Exit 1 when the router refused the request.
+pub fn queue(data: &DataDir, command: QueueCommand) -> anyhow::Result<std::process::ExitCode> {
+    use hermes_svc_router::control::{Request, request};
+    let (req, json) = match command {
+        QueueCommand::List { json } => (Request::List, json),
+        QueueCommand::Show { id, json } => (Request::Show { id }, json),
+        QueueCommand::Flush { id, json } => (Request::Flush { id }, json),
+        QueueCommand::Delete { id, json } => (Request::Delete { id }, json),
+        QueueCommand::Hold { id, json } => (Request::Hold { id }, json),
+        QueueCommand::Release { id, json } => (Request::Release { id }, json),
+    };
+    let resp = request(data, &req)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&resp)?)?;
+    } else if !resp.ok {
+        bail!("{}", resp.error.unwrap_or_else(|| "request failed".into()));
+    } else {
+        match &req {
+            Request::List => {
+                if resp.messages.is_empty() {
+                    writeln!(out, "queue is empty")?;
+                }
+                for m in &resp.messages {
+                    let arrival = chrono::DateTime::from_timestamp(m.arrival, 0).map(|d| d.to_rfc3339()).unwrap_or_default();
+                    let from = if m.from.is_empty() { "<>" } else { m.from.as_str() };
+                    writeln!(
+                        out,
+                        "{}{} {:>9} {} {} pending {}/{} attempts {}{}",
+                        m.id,
+                        if m.hold { "!" } else { " " },
+                        m.size,
+                        arrival,
+                        from,
+                        m.pending,
+                        m.recipients,
+                        m.attempts,
+                        if m.last_reply.is_empty() { String::new() } else { format!(" ({})", m.last_reply) }
+                    )?;
+                }
+            }
+            Request::Show { .. } => {
+                if let Some(d) = &resp.detail {
+                    let e = &d.envelope;
+                    writeln!(out, "id: {}\nfrom: <{}>\nsize: {}\narrival: {}\nclient: {} ({})", e.id, e.from, e.size, e.arrival, e.client, e.helo)?;
+                    writeln!(out, "attempts: {}\nnext retry: {}\nhold: {}", d.state.attempts, d.state.next_retry, d.state.hold)?;
+                    for (r, (st, reply)) in e.recipients.iter().zip(&d.state.rcpts) {
+                        writeln!(out, "  {} ({}) {:?} {}", r.address, if r.local { "local" } else { "remote" }, st, reply)?;
+                    }
+                }
+            }
+            _ => writeln!(out, "ok ({} message{})", resp.count, if resp.count == 1 { "" } else { "s" })?,
+        }
+    }
+    Ok(if resp.ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
 }
 
 pub fn domain(data: &DataDir, command: DomainCommand) -> anyhow::Result<()> {

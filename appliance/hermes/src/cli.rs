@@ -27,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Run every implemented service on loopback under a supervisor (host mode).
     Up,
+    /// PID 1 of the appliance: mounts, modules, network, services from the manifest, shutdown.
+    /// Runs only as PID 1 (the image's /init is this binary, which starts init by itself).
+    #[command(hide = true)]
+    Init,
     /// Run one service in the foreground (the supervisor starts these; not for direct use).
     #[command(hide = true)]
     Serve {
@@ -52,12 +56,24 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         from: Option<String>,
     },
+    /// Manage aliases (one-to-many, internal or external targets; `@domain` is the catch-all).
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+    /// Inspect and manage the router's mail queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Show the services of a running `hermes up`.
     Status {
         /// Print the supervisor's answer as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// List or restore an account's expunged messages still within the retention period.
+    Undelete(UndeleteArgs),
 }
 
 /// The services `hermes serve` can run.
@@ -65,14 +81,82 @@ pub enum Command {
 pub enum Service {
     /// IMAP and LMTP over the mail store.
     Store,
+    /// The SMTP hub: MX, submission, queue and delivery.
+    Router,
+    /// The local admin web UI and its JSON API (HTTPS).
+    Admin,
 }
 
 impl Service {
     pub fn name(self) -> &'static str {
         match self {
             Service::Store => "store",
+            Service::Router => "router",
+            Service::Admin => "admin",
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Create or replace an alias: `hermes alias add team@example.org a@example.org b@other.net`.
+    /// `@example.org` sets the domain's catch-all.
+    Add {
+        address: String,
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
+    /// Remove an alias (or `@domain`, the catch-all).
+    #[command(alias = "remove", alias = "rm")]
+    Del { address: String },
+    /// List aliases.
+    List {
+        /// Only this domain's aliases.
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message's envelope and per-recipient state.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry now: one message, or every message when no id is given.
+    Flush {
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a message without sending a bounce.
+    #[command(alias = "rm")]
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop delivery attempts for a message until it is released.
+    Hold {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume delivery of a held message.
+    Release {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,4 +220,26 @@ pub enum AccountCommand {
         #[arg(long)]
         create_domains: bool,
     },
+}
+
+/// `hermes undelete ACCOUNT [--mailbox M] [--since T] [--until T] [--list] [--json]`.
+#[derive(Debug, clap::Args)]
+pub struct UndeleteArgs {
+    /// The account's address.
+    pub account: String,
+    /// Only messages expunged from this mailbox (its name then, or its current name).
+    #[arg(long, value_name = "MAILBOX")]
+    pub mailbox: Option<String>,
+    /// Only messages expunged at or after T: RFC 3339 or YYYY-MM-DD (start of day, UTC).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Only messages expunged before T: RFC 3339, or YYYY-MM-DD (that whole day included).
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// List what would be restored; change nothing.
+    #[arg(long)]
+    pub list: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

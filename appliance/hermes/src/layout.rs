@@ -76,6 +76,25 @@ plaintext_auth_on_loopback = true
 [lmtp]
 port = {lmtp}
 
+[managesieve]
+# ManageSieve (RFC 5804) for editing Sieve filters; STARTTLS, then AUTHENTICATE PLAIN.
+port = {managesieve}
+# As for IMAP: AUTHENTICATE without TLS from loopback clients only.
+plaintext_auth_on_loopback = true
+
+[sieve]
+# Vacation replies and redirects go out through this SMTP relay (host:port). Unset: the
+# router's MX port on this host; "" turns them off (they are then logged and skipped). For
+# replies to outside senders the relay must accept them from this host (router
+# relay_networks, or relay_user/relay_password at a submission port on loopback).
+# relay = "127.0.0.1:{smtp}"
+max_script_bytes = {sieve_max_bytes}
+max_scripts = {sieve_max_scripts}
+
+[admin]
+# The admin web UI (HTTPS, with the certificate in tls/). The appliance serves it on 8443.
+port = {admin}
+
 [limits]
 max_message_bytes = {max_message}
 
@@ -101,6 +120,10 @@ queue_lifetime_secs = {lifetime}
         imap = config::DEFAULT_IMAP_PORT,
         imaps = config::DEFAULT_IMAPS_PORT,
         lmtp = config::DEFAULT_LMTP_PORT,
+        managesieve = config::DEFAULT_MANAGESIEVE_PORT,
+        admin = config::DEFAULT_ADMIN_PORT,
+        sieve_max_bytes = config::DEFAULT_SIEVE_MAX_SCRIPT_BYTES,
+        sieve_max_scripts = config::DEFAULT_SIEVE_MAX_SCRIPTS,
         pop3 = config::DEFAULT_POP3_PORT,
         pop3s = config::DEFAULT_POP3S_PORT,
         max_message = hermes_core::DEFAULT_MAX_MESSAGE_BYTES,

@@ -23,15 +23,23 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The appliance's kernel runs /init (this binary) as PID 1 with no useful arguments.
+    if std::process::id() == 1 {
+        hermes_svc_init::run();
+    }
     let cli = Cli::parse();
     let data = DataDir::new(cli.data);
     let result = match cli.command {
         Command::Up => supervisor::up(&data),
+        Command::Init => init_command(),
         Command::Serve { service } => serve(&data, service),
         Command::Domain { command } => admin::domain(&data, command).map(|()| ExitCode::SUCCESS),
         Command::Account { command } => admin::account(&data, command).map(|()| ExitCode::SUCCESS),
+        Command::Alias { command } => admin::alias(&data, command).map(|()| ExitCode::SUCCESS),
+        Command::Queue { command } => admin::queue(&data, command),
         Command::Deliver { to, from } => deliver(&data, to, from),
         Command::Status { json } => status(&data, json),
+        Command::Undelete(args) => undelete(&data, args),
     };
     match result {
         Ok(code) => code,
@@ -67,6 +75,8 @@ fn serve(data: &DataDir, service: Service) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match service {
         Service::Store => runtime.block_on(hermes_svc_store::run(data.clone(), config))?,
+        Service::Router => runtime.block_on(hermes_svc_router::run(data.clone(), config))?,
+        Service::Admin => runtime.block_on(hermes_svc_admin::run(data.clone(), config))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -93,6 +103,20 @@ fn deliver(data: &DataDir, to: Vec<String>, from: Option<String>) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hermes undelete ACCOUNT ...`: through the running store service, or the store directly.
+fn undelete(data: &DataDir, args: cli::UndeleteArgs) -> anyhow::Result<ExitCode> {
+    let args = hermes_svc_store::quota::undelete::Args {
+        account: args.account,
+        mailbox: args.mailbox,
+        since: args.since,
+        until: args.until,
+        list: args.list,
+        json: args.json,
+    };
+    hermes_svc_store::quota::undelete::undelete_command(data, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `hermes status [--json]`.
 fn status(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
     match status::query(data, &hermes_core::ipc::ControlRequest::Status) {
@@ -111,4 +135,10 @@ fn status(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
         }
         Err(status::StatusError::Other(e)) => Err(e),
     }
+}
+
+/// `hermes init` when not PID 1: refused, because init mounts file systems and reboots the
+/// machine. The appliance starts it as /init; `hermes up` is the host-mode equivalent.
+fn init_command() -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`hermes init` runs only as PID 1 on the appliance (it mounts file systems and reboots); use `hermes up` on a host")
 }

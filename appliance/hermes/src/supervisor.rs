@@ -31,39 +31,26 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// The services `hermes up` runs, in start order (stopped in reverse).
-pub const SERVICES: [Service; 1] = [Service::Store];
-/// First restart delay after a crash.
-pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
-/// Restart delays double up to this: a broken service is retried twice a minute, not spun.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A child that ran this long before crashing was healthy: its next restart is immediate-ish
-/// again (the backoff restarts at [`INITIAL_BACKOFF`]).
-pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
-/// How long a stopping child may take after SIGTERM before SIGKILL: the store lets sessions
-/// finish their current command and flushes; 10 s is ample and keeps Ctrl-C responsive.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// A child that has not written its endpoints file by then is stuck: killed and restarted.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SERVICES: [Service; 3] = [Service::Store, Service::Router, Service::Admin];
+// Backoff, timeouts, exit descriptions, log pass-through and endpoint merging are shared with
+// PID 1 (`hermes init`): they live in hermes_svc_init::child.
+use hermes_svc_init::child::{
+    INITIAL_BACKOFF, STARTUP_TIMEOUT, STOP_TIMEOUT, SUPERVISOR_PID_ENV, describe_exit, merge_endpoints, next_backoff,
+};
 /// How often a starting child's endpoints file is looked for.
 const READY_POLL: Duration = Duration::from_millis(50);
-/// Longest child log line passed through; the rest of a longer line is cut (and marked).
-pub const MAX_LOG_LINE: usize = 64 * 1024;
 /// Longest control request line; a control client sends `{"op":"status"}`.
 const MAX_CONTROL_LINE: u64 = 4096;
 /// A control connection idle this long is closed.
 const CONTROL_IDLE: Duration = Duration::from_secs(30);
-/// Set in each child's environment: the supervisor's pid, so the child can ask for a
-/// parent-death signal and notice if its parent is already gone.
-pub const SUPERVISOR_PID_ENV: &str = "HERMES_SUPERVISOR_PID";
 
 /// What every task of the supervisor shares.
 struct Shared {
@@ -129,6 +116,7 @@ pub fn up(data: &DataDir) -> anyhow::Result<ExitCode> {
         Err(e) => bail!("cannot create the TLS certificate: {e}"),
     }
     banner(&data, &config, first_start);
+    admin_setup_notice(&data, &config)?;
 
     let exe = std::env::current_exe().context("cannot find the hermes executable")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -178,6 +166,28 @@ fn banner(data: &DataDir, config: &Config, first_start: bool) {
     } else {
         say(&format!("hermes: data folder {dir}"));
     }
+}
+
+/// First boot of the admin UI: while no admin account exists, issues a fresh one-time setup
+/// token (stored hashed in `DATA/admin/setup-token`, replacing any earlier one) and prints it
+/// here, on the console only: the token is a credential, so it never goes to the JSON log.
+fn admin_setup_notice(data: &DataDir, config: &Config) -> anyhow::Result<()> {
+    let Some(token) = hermes_svc_admin::admins::issue_setup_token(data).context("issuing the admin setup token")? else {
+        return Ok(());
+    };
+    let url = if config.admin.port == 0 {
+        "https://<the admin endpoint below>/setup".to_string()
+    } else {
+        format!("https://{}:{}/setup", config.listen, config.admin.port)
+    };
+    say(&format!(
+        "hermes: no admin account yet. Open {url} and enter this one-time setup token
+         hermes: (valid {} hours, until the first admin is created; a restart issues a new one):
+         hermes: admin setup token: {token}",
+        hermes_svc_admin::admins::SETUP_TOKEN_TTL_SECS / 3600
+    ));
+    tracing::info!("first-boot admin setup pending; the one-time token is on the console");
+    Ok(())
 }
 
 /// Runs the services until SIGTERM or SIGINT, then stops them and cleans `run/`.
@@ -257,27 +267,6 @@ fn clean_run_dir(data: &DataDir) {
 /// Waits until the stop flag is set (or its sender is gone, which also means stop).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
-}
-
-/// How a child ended, for logs and `status`.
-pub fn describe_exit(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        format!("exit status {code}")
-    } else if let Some(sig) = status.signal() {
-        match Signal::try_from(sig) {
-            Ok(s) => format!("signal {sig} ({})", s.as_str()),
-            Err(_) => format!("signal {sig}"),
-        }
-    } else {
-        status.to_string()
-    }
-}
-
-/// The next restart delay: doubled, capped at [`MAX_BACKOFF`]; back to [`INITIAL_BACKOFF`] when
-/// the crashed process had run for [`BACKOFF_RESET_AFTER`].
-pub fn next_backoff(current: Duration, uptime: Duration) -> (Duration, Duration) {
-    let delay = if uptime >= BACKOFF_RESET_AFTER { INITIAL_BACKOFF } else { current };
-    (delay, (delay * 2).min(MAX_BACKOFF))
 }
 
 /// Supervises one service: start, wait for its endpoints, restart on exit, stop on request.
@@ -474,72 +463,13 @@ fn service_ready(shared: &Shared, name: &str, pid: u32, endpoints: ServiceEndpoi
     }
 }
 
-/// The flat `endpoints.json` map: each service's TCP endpoints by protocol, and its unix
-/// sockets as `<name>_socket`.
-pub fn merge_endpoints<'a>(services: impl Iterator<Item = &'a ServiceEndpoints>) -> Endpoints {
-    let mut merged = Endpoints::new();
-    for s in services {
-        for (k, v) in &s.tcp {
-            merged.insert(k.clone(), v.clone());
-        }
-        for (k, v) in &s.unix {
-            merged.insert(format!("{k}_socket"), v.clone());
-        }
-    }
-    merged
-}
-
-/// Copies a child's output to our stderr line by line: JSON lines unchanged, anything else
-/// wrapped in a JSON object naming the service and stream. Lines longer than [`MAX_LOG_LINE`]
-/// are cut.
+/// Copies a child's output to our stderr line by line (see hermes_svc_init::child::pass_through:
+/// JSON lines unchanged, anything else wrapped; one write per line, so lines never interleave).
 async fn pass_through(reader: impl AsyncRead + Unpin, service: &'static str, stream: &'static str) {
-    let mut reader = tokio::io::BufReader::new(reader);
-    let mut line = Vec::with_capacity(256);
-    loop {
-        line.clear();
-        let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
-        match limited.read_until(b'\n', &mut line).await {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-        let truncated = !line.ends_with(b"\n");
-        if truncated {
-            // Skip the rest of an overlong line.
-            let mut rest = Vec::new();
-            let _ = (&mut reader).take(u64::MAX).read_until(b'\n', &mut rest).await;
-        }
-        emit_line(&line, service, stream, truncated);
-    }
-}
-
-/// Writes one child line to stderr (one write, so lines never interleave).
-fn emit_line(line: &[u8], service: &str, stream: &str, truncated: bool) {
-    let body = line.strip_suffix(b"\n").unwrap_or(line);
-    let body = body.strip_suffix(b"\r").unwrap_or(body);
-    if body.is_empty() {
-        return;
-    }
-    let is_json_object =
-        body.first() == Some(&b'{') && !truncated && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
-    let mut out = if is_json_object {
-        body.to_vec()
-    } else {
-        let mut msg = String::from_utf8_lossy(body).into_owned();
-        if truncated {
-            msg.push('…');
-        }
-        let wrapped = serde_json::json!({
-            "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "level": if stream == "stderr" { "WARN" } else { "INFO" },
-            "service": service,
-            "stream": stream,
-            "msg": msg,
-        });
-        wrapped.to_string().into_bytes()
-    };
-    out.push(b'\n');
-    let _ = std::io::stderr().lock().write_all(&out);
+    hermes_svc_init::child::pass_through(reader, service, stream, |line| {
+        let _ = std::io::stderr().lock().write_all(&line);
+    })
+    .await;
 }
 
 /// Serves `run/control.sock` until aborted.
@@ -615,20 +545,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_caps_and_resets() {
-        let mut b = INITIAL_BACKOFF;
-        let mut delays = Vec::new();
-        for _ in 0..8 {
-            let (d, n) = next_backoff(b, Duration::from_secs(1));
-            delays.push(d.as_secs());
-            b = n;
-        }
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
-        let (d, n) = next_backoff(b, BACKOFF_RESET_AFTER);
-        assert_eq!((d, n), (INITIAL_BACKOFF, INITIAL_BACKOFF * 2));
-    }
-
-    #[test]
     fn endpoints_merge_flat() {
         let mut s = ServiceEndpoints { service: "store".into(), pid: 1, ..Default::default() };
         s.tcp.insert("imap".into(), "127.0.0.1:10143".into());
@@ -638,12 +554,6 @@ mod tests {
         assert_eq!(m.get("imap").map(String::as_str), Some("127.0.0.1:10143"));
         assert_eq!(m.get("lmtp").map(String::as_str), Some("127.0.0.1:10024"));
         assert_eq!(m.get("lmtp_socket").map(String::as_str), Some("/d/run/lmtp.sock"));
-    }
-
-    #[test]
-    fn exit_descriptions() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit status 1");
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
     }
 
     #[test]

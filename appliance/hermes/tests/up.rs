@@ -86,7 +86,7 @@ fn imap_greeting(addr: &str) -> String {
     line
 }
 
-const PORT_ZERO: &str = "[imap]\nport = 0\ntls_port = 0\nplaintext_auth_on_loopback = true\n[pop3]\nport = 0\ntls_port = 0\n[lmtp]\nport = 0\n";
+const PORT_ZERO: &str = "[imap]\nport = 0\ntls_port = 0\nplaintext_auth_on_loopback = true\n[pop3]\nport = 0\ntls_port = 0\n[lmtp]\nport = 0\n[managesieve]\nport = 0\n[admin]\nport = 0\n[router]\nsmtp_port = 0\nsubmission_port = 0\nsubmissions_port = 0\n";
 
 #[test]
 fn up_restart_and_clean_shutdown() {

@@ -13,5 +13,7 @@
 
 pub mod imap;
 pub mod lmtp;
+pub mod managesieve;
 pub mod mime;
 pub mod pop3;
+pub mod smtp;

@@ -36,7 +36,11 @@ fuzz_target!(|input: &[u8]| {
                     }
                 }
                 Event::Mail(..) => {
-                    if mode & 0x20 != 0 { server.reject_mail(Reply::new(553, (5, 7, 1), "no")) } else { server.accept_mail() }
+                    if mode & 0x20 != 0 {
+                        server.reject_mail(Reply::new(553, (5, 7, 1), "no"))
+                    } else {
+                        server.accept_mail()
+                    }
                 }
                 Event::Rcpt(..) => {
                     n += 1;

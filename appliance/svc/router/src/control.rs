@@ -1,0 +1,260 @@
+//! The router's control socket `run/router.sock` (JSON lines) and the client side used by
+//! `hermes queue list|show|flush|delete|hold|release`.
+//!
+//! One request line, one response line. When no router answers, [`request`] operates on the
+//! queue folder directly (taking the queue lock, so it can never race a running router).
+//!
+//! What it is not: an authenticated API — the socket is mode 0660 inside the 0700 `run/`
+//! folder, so only the data folder's owner reaches it.
+//!
+//! Invariants: requests are bounded ([`MAX_REQUEST`]); hold/release/delete are durable
+//! before the response says ok.
+
+use crate::deliver::{Runner, Summary};
+use crate::queue::{Envelope, LogRecord, MessageState, Queue, QueueError};
+use hermes_core::paths::DataDir;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Longest request line: ids are 20 characters; 4 KiB is plenty.
+pub const MAX_REQUEST: u64 = 4096;
+/// Longest response read by the client: a queue of 100,000 messages in JSON.
+const MAX_RESPONSE: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    List,
+    Show { id: String },
+    Flush { id: Option<String> },
+    Delete { id: String },
+    Hold { id: String },
+    Release { id: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Detail {
+    pub envelope: Envelope,
+    pub state: MessageState,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<Summary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Detail>,
+    /// Messages affected (flush).
+    #[serde(default)]
+    pub count: usize,
+    /// True when the answer came from the queue folder (no router running).
+    #[serde(default)]
+    pub offline: bool,
+}
+
+fn err(e: impl std::fmt::Display) -> Response {
+    Response { ok: false, error: Some(e.to_string()), ..Default::default() }
+}
+
+/// Serves the control socket until shutdown.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    runner: Arc<Runner>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => { tokio::time::sleep(std::time::Duration::from_millis(100)).await; continue; }
+            },
+            _ = hermes_runtime::shutdown::triggered(&mut shutdown) => return,
+        };
+        let runner = runner.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(r.take(MAX_REQUEST));
+            let resp = match tokio::time::timeout(std::time::Duration::from_secs(10), reader.read_line(&mut line)).await
+            {
+                Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
+                    Ok(req) => handle(&runner, req).await,
+                    Err(e) => err(format!("bad request: {e}")),
+                },
+                _ => return,
+            };
+            if let Ok(mut bytes) = serde_json::to_vec(&resp) {
+                bytes.push(b'\n');
+                let _ = w.write_all(&bytes).await;
+            }
+        });
+    }
+}
+
+async fn handle(runner: &Runner, req: Request) -> Response {
+    match req {
+        Request::List => Response { ok: true, messages: runner.summaries(), ..Default::default() },
+        Request::Show { id } => match runner.show(&id) {
+            Some(e) => Response {
+                ok: true,
+                detail: Some(Detail { envelope: (*e.envelope).clone(), state: e.state }),
+                ..Default::default()
+            },
+            None => err(QueueError::NotFound(id)),
+        },
+        Request::Flush { id } => {
+            let count = runner.flush(id.as_deref());
+            if id.is_some() && count == 0 {
+                return err(format!("no such queued message (or held): {}", id.unwrap_or_default()));
+            }
+            Response { ok: true, count, ..Default::default() }
+        }
+        Request::Delete { id } => match runner.delete(&id).await {
+            Ok(()) => Response { ok: true, count: 1, ..Default::default() },
+            Err(e) => err(e),
+        },
+        Request::Hold { id } => match runner.hold(&id, true).await {
+            Ok(()) => Response { ok: true, count: 1, ..Default::default() },
+            Err(e) => err(e),
+        },
+        Request::Release { id } => match runner.hold(&id, false).await {
+            Ok(()) => Response { ok: true, count: 1, ..Default::default() },
+            Err(e) => err(e),
+        },
+    }
+}
+
+/// Sends `req` to the running router, or performs it on the queue folder when none runs.
+pub fn request(data: &DataDir, req: &Request) -> anyhow::Result<Response> {
+    match std::os::unix::net::UnixStream::connect(data.router_socket()) {
+        Ok(mut s) => {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+            let mut line = serde_json::to_vec(req)?;
+            line.push(b'\n');
+            s.write_all(&line)?;
+            let mut resp = String::new();
+            BufReader::new(s.take(MAX_RESPONSE)).read_line(&mut resp)?;
+            Ok(serde_json::from_str(resp.trim())?)
+        }
+        Err(_) => offline(data, req),
+    }
+}
+
+fn offline(data: &DataDir, req: &Request) -> anyhow::Result<Response> {
+    let dir = data.queue_dir();
+    if !dir.exists() {
+        return Ok(match req {
+            Request::List | Request::Flush { .. } => Response { ok: true, offline: true, ..Default::default() },
+            _ => Response { offline: true, ..err("the queue is empty") },
+        });
+    }
+    let (queue, found) = match Queue::open(&dir) {
+        Ok(x) => x,
+        Err(QueueError::Locked) => {
+            anyhow::bail!(
+                "the router holds the queue but its control socket {} does not answer",
+                data.router_socket().display()
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let find = |id: &str| found.iter().find(|q| q.envelope.id == id);
+    let mut resp = match req {
+        Request::List => Response {
+            ok: true,
+            messages: found
+                .iter()
+                .map(|q| {
+                    let e = crate::deliver::Entry {
+                        envelope: Arc::new(q.envelope.clone()),
+                        state: q.state.clone(),
+                        busy: false,
+                    };
+                    crate::deliver::summary_of(&e)
+                })
+                .collect(),
+            ..Default::default()
+        },
+        Request::Show { id } => match find(id) {
+            Some(q) => Response {
+                ok: true,
+                detail: Some(Detail { envelope: q.envelope.clone(), state: q.state.clone() }),
+                ..Default::default()
+            },
+            None => err(QueueError::NotFound(id.clone())),
+        },
+        // Nothing to do without a router: everything is tried when it starts.
+        Request::Flush { .. } => Response { ok: true, count: 0, ..Default::default() },
+        Request::Delete { id } => match queue.remove(id) {
+            Ok(()) => Response { ok: true, count: 1, ..Default::default() },
+            Err(e) => err(e),
+        },
+        Request::Hold { id } | Request::Release { id } => {
+            let on = matches!(req, Request::Hold { .. });
+            match find(id).map(|_| queue.append(id, &[LogRecord::Hold { on }])) {
+                Some(Ok(())) => Response { ok: true, count: 1, ..Default::default() },
+                Some(Err(e)) => err(e),
+                None => err(QueueError::NotFound(id.clone())),
+            }
+        }
+    };
+    resp.offline = true;
+    Ok(resp)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
+mod tests {
+    use super::*;
+    use crate::queue::{EnvRecipient, new_id};
+
+    #[test]
+    fn offline_requests_work_on_the_queue_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::new(tmp.path());
+        assert!(request(&data, &Request::List).unwrap().messages.is_empty());
+        let id = new_id();
+        {
+            let (q, _) = Queue::open(&data.queue_dir()).unwrap();
+            let mut e = Envelope {
+                id: id.clone(),
+                from: "s@x.org".into(),
+                recipients: vec![EnvRecipient {
+                    address: "a@y.org".into(),
+                    original: "a@y.org".into(),
+                    local: false,
+                    notify: None,
+                    orcpt: None,
+                }],
+                ret: None,
+                envid: None,
+                arrival: 1,
+                helo: "h".into(),
+                client: "192.0.2.1".into(),
+                auth_user: None,
+                smtputf8: false,
+                eightbit: false,
+                size: 0,
+                is_dsn: false,
+            };
+            q.enqueue(&mut e, &[b"x\r\n"]).unwrap();
+        }
+        let l = request(&data, &Request::List).unwrap();
+        assert!(l.ok && l.offline);
+        assert_eq!(l.messages[0].id, id);
+        assert!(request(&data, &Request::Hold { id: id.clone() }).unwrap().ok);
+        let s = request(&data, &Request::Show { id: id.clone() }).unwrap();
+        assert!(s.detail.unwrap().state.hold, "hold is durable");
+        assert!(!request(&data, &Request::Delete { id: "00".into() }).unwrap().ok);
+        assert!(request(&data, &Request::Delete { id: id.clone() }).unwrap().ok);
+        assert!(request(&data, &Request::List).unwrap().messages.is_empty());
+        // While the queue is locked by a (pretend) router without a socket: a clear error.
+        let (_q, _) = Queue::open(&data.queue_dir()).unwrap();
+        assert!(request(&data, &Request::List).is_err());
+    }
+}
