@@ -100,6 +100,26 @@ else
   unset RUSTC_BOOTSTRAP
 fi
 
+# --- 5b. appliance image and QEMU boot (issue 6) -------------------------------------------------
+step "appliance image + QEMU boot"
+if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
+  # Debian 12's own qemu-system-x86 conflicts with this machine's newer qemu-utils; backports' doesn't.
+  grep -qs bookworm-backports /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || \
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      > /etc/apt/sources.list.d/bookworm-backports.sources
+  apt-get update -q >/dev/null
+  apt-get install -y -q -t bookworm-backports qemu-system-x86 ovmf >/dev/null || { echo "qemu install failed"; exit 1; }
+fi
+apt-get install -y -q --no-install-recommends binutils cpio fdisk >/dev/null || { echo "apt-get install failed"; exit 1; }
+# The dev profile reuses the debug build above (dependencies are optimised there anyway).
+if cargo xtask image --profile dev 2>&1 | tail -n 5; [ "${PIPESTATUS[0]}" -eq 0 ]; then
+  HERMES_QEMU_TESTS=1 cargo test -p hermes-qemu --test boot 2>&1 | tee "$LOGDIR/qemu.log" | grep -E '^(test |test result:)|ready|panicked'
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then failed+=("qemu boot"); fi
+  summary+=("qemu: $(grep -E '^test result:' "$LOGDIR/qemu.log" | tail -n 1)")
+else
+  failed+=("image build")
+fi
+
 # --- 6. end-to-end suites -----------------------------------------------------------------------
 step "pytest tests/"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
