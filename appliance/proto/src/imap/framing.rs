@@ -249,6 +249,30 @@ impl CommandReader {
         self.pending.extend_from_slice(bytes);
     }
 
+    /// Gives back buffer memory beyond `keep` bytes (an APPEND's literal or a burst of pipelined
+    /// commands must not stay allocated for the rest of a long idle connection). Cheap when
+    /// there is nothing to give back; call it before waiting for input.
+    pub fn release_memory(&mut self, keep: usize) {
+        if self.pos >= self.pending.len() {
+            self.pending.clear();
+            self.pos = 0;
+        }
+        if self.pending.capacity() > keep.max(self.pending.len()) {
+            if self.pos > 0 {
+                self.pending.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.pending.shrink_to(keep.max(self.pending.len()));
+        }
+        if self.cur_line.capacity() > keep.max(self.cur_line.len()) {
+            self.cur_line.shrink_to(keep.max(self.cur_line.len()));
+        }
+        if self.lines.is_empty() && self.literals.is_empty() {
+            self.lines.shrink_to(0);
+            self.literals.shrink_to(0);
+        }
+    }
+
     /// Octets fed but not consumed yet.
     pub fn buffered(&self) -> usize {
         self.pending.len() - self.pos

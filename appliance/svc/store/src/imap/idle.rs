@@ -31,19 +31,25 @@ pub(super) async fn idle(s: &mut Session) -> Result<Reply, End> {
     s.send(b"+ idling\r\n").await?;
     s.sync(true).await?;
     s.io.flush().await?;
+    // An idling connection may stay for 29 minutes; thousands of them must cost little.
+    s.release_idle_buffers();
     let timeout = Duration::from_secs(s.ctx.config.limits.idle_timeout_secs);
     let mut rbuf = [0u8; 512];
     loop {
         // Input already buffered (pipelined DONE) is handled before waiting.
         match s.reader.next_line() {
             Some(LineEvent::Line(line)) => {
+                s.restore_buffers();
                 return Ok(if is_idle_done(&line) {
                     Reply::ok("IDLE terminated")
                 } else {
                     Reply::bad("Expected DONE")
                 });
             }
-            Some(LineEvent::TooLong) => return Ok(Reply::bad("Expected DONE")),
+            Some(LineEvent::TooLong) => {
+                s.restore_buffers();
+                return Ok(Reply::bad("Expected DONE"));
+            }
             None => {}
         }
         let mut shutdown = s.shutdown.clone();

@@ -72,6 +72,11 @@ pub(super) async fn select(
         Err(r) => return Ok(r),
     };
     let mut sel = Selected::open(view, read_only);
+    // Load the shared search index and index new messages in the background, so the first
+    // SEARCH/SORT/THREAD finds it ready (see `crate::index`).
+    sel.search_index = s
+        .user_store()
+        .map(|store| crate::index::prefetch(store, sel.view()));
     sel.condstore = s.condstore;
     sel.qresync = s.qresync;
     let mut out = Vec::with_capacity(512);

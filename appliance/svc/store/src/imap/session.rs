@@ -47,6 +47,13 @@ pub const MAX_BAD_COMMANDS: u32 = 20;
 const READ_CHUNK: usize = 8 * 1024;
 /// Output buffer: one flush carries several small responses or a good slice of a FETCH.
 const WRITE_BUFFER: usize = 8 * 1024;
+/// Output buffer while IDLE-ing: a few unsolicited `EXISTS`/`FETCH` lines per change; a larger
+/// burst is simply written in more pieces. Idle connections are the many, so they stay small.
+pub(super) const IDLE_WRITE_BUFFER: usize = 512;
+/// Input buffered between commands beyond this is given back (see
+/// `CommandReader::release_memory`): a 10 KB APPEND must not pin its buffer while the
+/// connection idles.
+const KEEP_INPUT: usize = 1024;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -140,7 +147,7 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, implicit_tls: bool, ct
             peer,
             io: BufWriter::with_capacity(WRITE_BUFFER, stream),
             reader: CommandReader::new(FrameLimits::pre_auth()),
-            rbuf: vec![0; READ_CHUNK],
+            rbuf: Vec::new(),
             user: None,
             selected: None,
             rev2: false,
@@ -181,6 +188,7 @@ impl Session {
         loop {
             let Some(event) = self.reader.next() else {
                 self.io.flush().await?;
+                self.reader.release_memory(KEEP_INPUT);
                 self.fill().await?;
                 continue;
             };
@@ -203,6 +211,10 @@ impl Session {
             limits.prelogin_timeout_secs
         };
         let timeout = Duration::from_secs(secs);
+        // Allocated on first use and freed while IDLE-ing (see `release_idle_buffers`).
+        if self.rbuf.len() < READ_CHUNK {
+            self.rbuf.resize(READ_CHUNK, 0);
+        }
         let read = tokio::time::timeout(timeout, self.io.read(&mut self.rbuf));
         let shutdown = wait_shutdown(&mut self.shutdown);
         let n = tokio::select! {
@@ -234,6 +246,31 @@ impl Session {
             BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached),
         )
         .into_inner()
+    }
+
+    /// Frees the per-connection buffers an idle connection does not need: the 8 KiB read
+    /// chunk (IDLE reads into a small stack buffer), excess command-reader capacity, and the
+    /// 8 KiB output buffer, replaced by an [`IDLE_WRITE_BUFFER`] one. The output buffer must
+    /// be empty (flushed) when this is called. [`Session::restore_buffers`] undoes it.
+    pub fn release_idle_buffers(&mut self) {
+        self.rbuf = Vec::new();
+        self.reader.release_memory(0);
+        if self.io.buffer().is_empty() {
+            let stream = self.detach_stream_with(IDLE_WRITE_BUFFER);
+            self.io = BufWriter::with_capacity(IDLE_WRITE_BUFFER, stream);
+        }
+    }
+
+    /// Back to the full output buffer after IDLE (the buffer must be flushed).
+    pub fn restore_buffers(&mut self) {
+        if self.io.buffer().is_empty() {
+            let stream = self.detach_stream_with(0);
+            self.install(stream);
+        }
+    }
+
+    fn detach_stream_with(&mut self, capacity: usize) -> Stream {
+        std::mem::replace(&mut self.io, BufWriter::with_capacity(capacity, Stream::Detached)).into_inner()
     }
 
     /// Installs a stream (see [`Session::detach_stream`]).

@@ -3,19 +3,21 @@
 //! cache of sort keys that makes them interactive on large mailboxes.
 //!
 //! What it is: the handlers select messages with the SEARCH program ([`super::search::matching`]),
-//! look their keys up in the selected mailbox's [`SortIndex`] (extending it with the keys of
-//! messages it has not seen, read once from the store), and sort or thread on the blocking pool.
+//! look their keys up in the mailbox's shared search index ([`crate::index`], one per mailbox
+//! for all sessions of the process, persisted under the user's cache folder), and sort or
+//! thread on the blocking pool. [`SortIndex`] is a throw-away key map for messages the shared
+//! index does not have yet.
 //! What it is not: key extraction (`hermes_proto::imap::sortkeys`) or the thread algorithms
 //! (`hermes_proto::imap::thread`), which are pure and tested there.
 //!
 //! Invariants:
-//! - The index lives in the session's [`super::sync::Selected`] and dies with the selection, so
-//!   it never outlives the mailbox's UIDVALIDITY; UIDs are never reused within one, so a cached
-//!   entry is never stale (a message's header never changes).
-//! - Building and extending the index and sorting happen in `spawn_blocking`; the index is moved
-//!   into the task and back, never cloned (an `Arc` that is uniquely owned while extended).
-//! - Entries of expunged messages are dropped whenever the index is extended and holds more
-//!   than twice the mailbox's messages, so its size stays proportional to the mailbox.
+//! - Every matched message gets its real keys: from the shared index, or, when more than
+//!   [`crate::index::SYNC_INDEX_LIMIT`] are missing from it (first use of a large mailbox, or a
+//!   damaged index being rebuilt), read for this command alone while the background catch-up
+//!   fills the index. The index never changes an answer, only its speed.
+//! - A shared entry is never stale: it is keyed by (mailbox id, UID), and neither is reused.
+//! - Loading, extending and sorting happen in `spawn_blocking`; the index is read under its
+//!   read lock, so several sessions sort at once.
 //! - Ties are broken by message sequence number, ascending, whatever `REVERSE` says (RFC 5256 §3).
 
 use super::reply::Reply;
@@ -27,6 +29,7 @@ use hermes_proto::imap::thread::{self, ThreadMessage};
 use hermes_proto::imap::{
     SearchReturn, SortCommand, SortCriterion, SortKey, ThreadAlgorithm, ThreadCommand,
 };
+use crate::index::{self, Entry};
 use hermes_store::{MailboxId, MessageMeta, StoreError, UserStore};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -241,50 +244,75 @@ fn targets(s: &Session, found: &[(u32, u32)]) -> (Vec<Target>, Vec<u32>) {
     (t, live)
 }
 
-/// Runs `work` on the blocking pool with the selected mailbox's index, extended with the keys
-/// of `targets` first; puts the index back afterwards.
+/// The keys of matched messages: the shared index first, else the keys read for this command.
+pub struct Keys<'a> {
+    shared: &'a index::UidMap<Entry>,
+    extra: &'a SortIndex,
+}
+
+/// Keys of a message that has none (expunged while the command ran: it is still listed).
+static NO_KEYS: SortKeys = SortKeys {
+    sent: None,
+    subject: String::new(),
+    subject_is_reply: false,
+    from: String::new(),
+    to: String::new(),
+    cc: String::new(),
+    display_from: String::new(),
+    display_to: String::new(),
+    message_id: None,
+    references: Vec::new(),
+};
+
+impl<'a> Keys<'a> {
+    /// The keys of `uid`.
+    pub fn get(&self, uid: u32) -> &'a SortKeys {
+        match self.shared.get(&uid) {
+            Some(e) => &e.keys,
+            None => self.extra.get(uid).unwrap_or(&NO_KEYS),
+        }
+    }
+}
+
+/// Runs `work` on the blocking pool with the keys of `targets`: the mailbox's shared index,
+/// extended with the missing messages first when they are few (else they are read for this
+/// command and the background catch-up is started). `live` is the mailbox's UIDs, ascending.
 async fn with_index<T: Send + 'static>(
     s: &mut Session,
     command: &'static str,
     targets: Vec<Target>,
     live: Vec<u32>,
-    work: impl FnOnce(&SortIndex, &[Target]) -> T + Send + 'static,
+    work: impl FnOnce(&Keys<'_>, &[Target]) -> T + Send + 'static,
 ) -> Result<T, Reply> {
     let Some(store) = s.user_store() else {
         return Err(Reply::bad("Command not allowed before login"));
     };
-    let Some(sel) = s.selected.as_mut() else {
+    let Some(sel) = s.selected.as_ref() else {
         return Err(Reply::bad("No mailbox selected"));
     };
     let mailbox = sel.id;
-    let mut index = sel.sort_index.take().unwrap_or_default();
+    let ix = index::for_mailbox(&store, mailbox, sel.uidvalidity);
     let task = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let missing: Vec<u32> = targets
-            .iter()
-            .map(|t| t.uid)
-            .filter(|u| index.get(*u).is_none())
-            .collect();
-        let mut built = 0;
-        if !missing.is_empty() {
-            let idx = Arc::make_mut(&mut index);
-            if idx.len() > live.len().saturating_mul(2) {
-                idx.retain_live(&live);
-            }
-            built = idx.extend(&store, mailbox, &missing)?;
+        ix.ensure_loaded();
+        ix.prune(&live);
+        let missing = ix.missing(targets.iter().map(|t| t.uid));
+        let mut extra = SortIndex::default();
+        let read = missing.len();
+        if missing.len() <= index::SYNC_INDEX_LIMIT {
+            ix.index_uids(&store, &missing)?;
+        } else {
+            ix.spawn_catch_up(Arc::clone(&store), live);
+            extra.extend(&store, mailbox, &missing)?;
         }
         let indexed = started.elapsed();
-        let out = work(&index, &targets);
-        Ok::<_, StoreError>((index, out, built, indexed, started.elapsed()))
+        let shared = ix.read();
+        let out = work(&Keys { shared: &shared, extra: &extra }, &targets);
+        Ok::<_, StoreError>((out, read, indexed, started.elapsed(), shared.len()))
     });
     match task.await {
-        Ok(Ok((index, out, built, indexed, total))) => {
-            tracing::debug!(command, built, indexed = ?indexed, elapsed = ?total, cached = index.len(), "sort index");
-            if let Some(sel) = s.selected.as_mut()
-                && sel.id == mailbox
-            {
-                sel.sort_index = Some(index);
-            }
+        Ok(Ok((out, read, indexed, total, cached))) => {
+            tracing::debug!(command, read, indexed = ?indexed, elapsed = ?total, cached, "sort index");
             Ok(out)
         }
         Ok(Err(e)) => Err(Reply::from_store(&e, command, false)),
@@ -304,11 +332,10 @@ pub(super) async fn sort(s: &mut Session, tag: &str, cmd: SortCommand) -> Result
     let (targets, live) = targets(s, &found);
     let criteria = cmd.criteria.clone();
     let uid_cmd = cmd.uid;
-    let sorted = with_index(s, "SORT", targets, live, move |index, targets| {
-        let empty = SortKeys::default();
+    let sorted = with_index(s, "SORT", targets, live, move |keys, targets| {
         let mut rows: Vec<Row<'_>> = targets
             .iter()
-            .map(|t| Row::new(t.msn, t.uid, t.internal, t.size, index.get(t.uid).unwrap_or(&empty)))
+            .map(|t| Row::new(t.msn, t.uid, t.internal, t.size, keys.get(t.uid)))
             .collect();
         sort_rows(&mut rows, &criteria);
         rows.iter()
@@ -435,12 +462,11 @@ pub(super) async fn thread(s: &mut Session, cmd: ThreadCommand) -> Result<Reply,
     let (targets, live) = targets(s, &found);
     let uid_cmd = cmd.uid;
     let algorithm = cmd.algorithm;
-    let rendered = with_index(s, "THREAD", targets, live, move |index, targets| {
-        let empty = SortKeys::default();
+    let rendered = with_index(s, "THREAD", targets, live, move |keys, targets| {
         let msgs: Vec<ThreadMessage<'_>> = targets
             .iter()
             .map(|t| {
-                let k = index.get(t.uid).unwrap_or(&empty);
+                let k = keys.get(t.uid);
                 ThreadMessage {
                     number: if uid_cmd { t.uid } else { t.msn },
                     order: t.msn,

@@ -58,8 +58,9 @@ pub struct Selected {
     pub condstore: bool,
     /// QRESYNC is enabled: expunges are reported as VANISHED.
     pub qresync: bool,
-    /// SORT/THREAD keys of this mailbox's messages, built on first use (see `sort`).
-    pub sort_index: Option<std::sync::Arc<super::sort::SortIndex>>,
+    /// The mailbox's shared search/sort index, held while selected so that it stays resident
+    /// (see `crate::index`; SELECT sets it and starts its background catch-up).
+    pub search_index: Option<std::sync::Arc<crate::index::MailboxIndex>>,
 }
 
 impl Selected {
@@ -81,7 +82,7 @@ impl Selected {
             saved: Vec::new(),
             condstore: false,
             qresync: false,
-            sort_index: None,
+            search_index: None,
         }
     }
 
