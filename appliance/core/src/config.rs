@@ -13,6 +13,8 @@ pub const DEFAULT_IMAPS_PORT: u16 = 10993;
 /// POP3 110 and POP3S 995 mapped per design §2.
 pub const DEFAULT_POP3_PORT: u16 = 10110;
 pub const DEFAULT_POP3S_PORT: u16 = 10995;
+/// LMTP delivers to any local user without authentication: loopback only unless configured.
+pub const DEFAULT_LMTP_LISTEN: &str = "127.0.0.1";
 /// LMTP has no assigned port; 24 (private mail system) is customary, so 10024 in host mode.
 pub const DEFAULT_LMTP_PORT: u16 = 10024;
 /// 64 KiB: far above any real client's command line (Dovecot allows 64 KiB too), small enough
@@ -73,6 +75,8 @@ pub struct RawImap {
 #[serde(deny_unknown_fields)]
 pub struct RawLmtp {
     pub port: Option<u16>,
+    /// Address of the LMTP TCP listener (default loopback; see [`DEFAULT_LMTP_LISTEN`]).
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -424,6 +428,9 @@ pub struct Pop3Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LmtpConfig {
     pub port: u16,
+    /// LMTP accepts mail for any local user without authentication, so its TCP listener stays on
+    /// loopback unless the admin names another address (the router and scripts use the unix socket).
+    pub listen: IpAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -736,6 +743,14 @@ impl Config {
         let listen_for_relay = listen;
         let sieve = validate_sieve(raw.sieve.unwrap_or_default(), router_configured.then_some((listen_for_relay, router.smtp_port)), &mut errors);
 
+        let lmtp_listen_text = lmtp.listen.clone().unwrap_or_else(|| DEFAULT_LMTP_LISTEN.to_string());
+        let lmtp_listen = match lmtp_listen_text.parse::<IpAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                errors.push(ConfigError { path: "lmtp.listen".into(), message: format!("not an IP address: {lmtp_listen_text:?}") });
+                IpAddr::from([127, 0, 0, 1])
+            }
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -747,7 +762,7 @@ impl Config {
                 tls_port: imap.tls_port.unwrap_or(DEFAULT_IMAPS_PORT),
                 plaintext_auth_on_loopback: imap.plaintext_auth_on_loopback.unwrap_or(false),
             },
-            lmtp: LmtpConfig { port: lmtp.port.unwrap_or(DEFAULT_LMTP_PORT) },
+            lmtp: LmtpConfig { port: lmtp.port.unwrap_or(DEFAULT_LMTP_PORT), listen: lmtp_listen },
             pop3: Pop3Config {
                 port: pop3.port.unwrap_or(DEFAULT_POP3_PORT),
                 tls_port: pop3.tls_port.unwrap_or(DEFAULT_POP3S_PORT),

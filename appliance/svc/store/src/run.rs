@@ -103,7 +103,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
         Some(_) => Some(bind_tcp(SocketAddr::new(ip, config.pop3.tls_port)).await.context("binding POP3S")?),
         None => None,
     };
-    let lmtp = bind_tcp(SocketAddr::new(ip, config.lmtp.port)).await.context("binding LMTP")?;
+    let lmtp = bind_tcp(SocketAddr::new(config.lmtp.listen, config.lmtp.port)).await.context("binding LMTP")?;
     // ManageSieve only edits filters: if its port is taken, mail service still starts (logged).
     let managesieve = match bind_tcp(SocketAddr::new(ip, config.managesieve.port)).await {
         Ok(l) => Some(l),
