@@ -520,6 +520,13 @@ impl UserStore {
     pub fn expunge(&self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>, StoreError> {
         self.inner.expunge(mailbox, uids)
     }
+    /// The folder for this user's derived caches (`users/<id>/cache/`), owned by services that
+    /// run in the store process (the search index of hermes-svc-store). The store itself never
+    /// reads it, never writes it and never relies on it: anything in it may be deleted at any
+    /// time and is rebuilt from the mail. Not created here (the cache's owner creates it).
+    pub fn cache_dir(&self) -> std::path::PathBuf {
+        self.inner.cache_dir()
+    }
     /// The raw message, decompressed.
     pub fn read_message(&self, mailbox: MailboxId, uid: u32) -> Result<Arc<Vec<u8>>, StoreError> {
         self.inner.read_message(mailbox, uid)

@@ -346,6 +346,11 @@ impl UserInner {
         &self.id
     }
 
+    /// `users/<id>/cache/`: see `UserStore::cache_dir`.
+    pub(crate) fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
     }

@@ -130,6 +130,40 @@ impl SearchableMessage {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
     }
+
+    /// The decoded fields in message order, as the matching methods above see them. For a
+    /// persistent search index (hermes-svc-store `index`) that must answer exactly as
+    /// [`SearchableMessage::header_contains`] and [`SearchableMessage::address_contains`] do.
+    pub fn fields(&self) -> impl Iterator<Item = FieldView<'_>> {
+        self.headers.iter().map(|h| FieldView { name: &h.name, value: &h.value, value_lc: &h.value_lc })
+    }
+
+    /// Every field as `name: value\n`, lower-cased: what TEXT matches in the header.
+    pub fn header_text_lc(&self) -> &str {
+        &self.header_text_lc
+    }
+
+    /// The decoded text parts, lower-cased: what BODY matches (and TEXT after the header).
+    pub fn body_text_lc(&self) -> &str {
+        &self.body_lc
+    }
+}
+
+/// One decoded header field of a [`SearchableMessage`] (see [`SearchableMessage::fields`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FieldView<'a> {
+    /// Field name, lower-cased ASCII.
+    pub name: &'a str,
+    /// Decoded value (RFC 2047), unfolded.
+    pub value: &'a str,
+    /// `value` lower-cased.
+    pub value_lc: &'a str,
+}
+
+/// The parsed addresses of a decoded address field (`Name <mailbox@host>, ...`), lower-cased:
+/// what [`SearchableMessage::address_contains`] matches besides the field's own text.
+pub fn address_text_lc(decoded_value: &str) -> String {
+    address_text(decoded_value).to_lowercase()
 }
 
 fn contains(hay_lc: &str, needle_lc: &str) -> bool {
