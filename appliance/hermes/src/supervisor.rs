@@ -181,8 +181,8 @@ fn admin_setup_notice(data: &DataDir, config: &Config) -> anyhow::Result<()> {
         format!("https://{}:{}/setup", config.listen, config.admin.port)
     };
     say(&format!(
-        "hermes: no admin account yet. Open {url} and enter this one-time setup token
-         hermes: (valid {} hours, until the first admin is created; a restart issues a new one):
+        "hermes: no admin account yet. Open {url} and enter this one-time setup token\n\
+         hermes: (valid {} hours, until the first admin is created; a restart issues a new one):\n\
          hermes: admin setup token: {token}",
         hermes_svc_admin::admins::SETUP_TOKEN_TTL_SECS / 3600
     ));
