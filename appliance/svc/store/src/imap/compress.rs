@@ -70,6 +70,9 @@ pub struct Deflate {
     in_buf: Vec<u8>,
     in_pos: usize,
     in_eof: bool,
+    /// The last decompression filled the caller's buffer: the inflater may still hold output
+    /// for input already consumed, so the next read must drain it before reading the socket.
+    out_full: bool,
     /// Compressed output not yet written: `out_buf[out_pos..]`.
     out_buf: Vec<u8>,
     out_pos: usize,
@@ -85,6 +88,7 @@ impl Deflate {
             in_buf: pending,
             in_pos: 0,
             in_eof: false,
+            out_full: false,
             out_buf: Vec::with_capacity(OUT_CHUNK),
             out_pos: 0,
         }
@@ -143,7 +147,7 @@ impl AsyncRead for Deflate {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if this.in_pos < this.in_buf.len() {
+            if this.in_pos < this.in_buf.len() || this.out_full {
                 let input = this.in_buf.get(this.in_pos..).unwrap_or_default();
                 let out = buf.initialize_unfilled();
                 let before_in = this.decomp.total_in();
@@ -154,6 +158,7 @@ impl AsyncRead for Deflate {
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 let consumed = usize::try_from(this.decomp.total_in() - before_in).unwrap_or(0);
                 let produced = usize::try_from(this.decomp.total_out() - before_out).unwrap_or(0);
+                this.out_full = produced > 0 && produced == out.len();
                 this.in_pos += consumed;
                 if this.in_pos >= this.in_buf.len() {
                     this.in_buf.clear();
