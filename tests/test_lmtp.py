@@ -205,3 +205,68 @@ def test_subaddress_is_delivered_to_the_account(hermes_server, fresh_user):
     res = hermes_server.deliver(f"{local}+lists@{domain}", msg)
     assert res[f"{local}+lists@{domain}"][0] == 250, res
     assert len(find_delivered(hermes_server, user, msg)) == 1
+
+
+def test_xdedup_suppresses_redelivery_even_after_kill_9(hermes_factory):
+    """The router's duplicate suppression contract: XDEDUP in LHLO, `MAIL FROM:<> XDEDUP=token`,
+    a second delivery of the token to the same account answered 250 and not stored; the
+    record survives the store process being killed with SIGKILL (and restarted)."""
+    import json
+    import signal
+
+    from hermes_testlib import wait_for
+
+    h = hermes_factory()
+    msg = make_message("once only", marker="xdedup-1")
+
+    def send(rcpts, token):
+        c = h.lmtp("unix")  # the socket path survives a restart; a TCP port 0 would not
+        try:
+            c.ehlo_or_helo_if_needed()
+            assert "xdedup" in c.esmtp_features, c.esmtp_features
+            code, text = c.mail("router@example.net", [f"XDEDUP={token}"])
+            if code != 250:
+                return code, text
+            for r in rcpts:
+                assert c.rcpt(r)[0] == 250
+            assert c.docmd("DATA")[0] == 354
+            c.send(msg + b".\r\n")
+            return [c.getreply() for _ in rcpts]
+        finally:
+            c.quit()
+
+    first = send([ALICE, BOB], "q-20261128.0001")
+    assert all(code == 250 and b"Delivered" in text for code, text in first), first
+    again = send([ALICE, BOB], "q-20261128.0001")
+    assert again == [(250, b"2.0.0 <alice@example.org> already delivered (duplicate suppressed)"),
+                     (250, b"2.0.0 <bob@example.org> already delivered (duplicate suppressed)")], again
+    assert len(find_delivered(h, ALICE, msg)) == 1
+    other = send([ALICE], "q-20261128.0002")
+    assert other[0][0] == 250 and b"Delivered" in other[0][1], other
+    assert len(find_delivered(h, ALICE, msg)) == 2
+    code, text = send([ALICE], "bad/token")
+    assert code == 501 and text.startswith(b"5.5.4"), (code, text)
+
+    # kill -9 right after an acknowledged delivery: the record is durable.
+    third = send([BOB], "q-20261128.0003")
+    assert third[0][0] == 250 and b"Delivered" in third[0][1], third
+    old = h.store_pid()
+    os.kill(old, signal.SIGKILL)
+
+    def restarted():
+        try:
+            if h.store_pid() == old:
+                return False
+            c = h.lmtp("unix")
+            c.quit()
+            return True
+        except (AssertionError, OSError, smtplib.SMTPException):
+            return False
+
+    wait_for(restarted, 30, what="store restart after SIGKILL")
+    # The restarted store listens on new TCP ports (port 0): follow them for IMAP.
+    store = json.loads((h.data / "run" / "endpoints.d" / "store.json").read_text())
+    h.endpoints["imap"] = store["tcp"]["imap"]
+    again = send([BOB], "q-20261128.0003")
+    assert again == [(250, b"2.0.0 <bob@example.org> already delivered (duplicate suppressed)")], again
+    assert len(find_delivered(h, BOB, msg)) == 2

@@ -149,3 +149,131 @@ def test_undelete_with_server_running_and_stopped(hermes_factory):
     c.select("INBOX", readonly=True)
     assert c.uid("SEARCH", None, "ALL")[1][0].split() == [b"3", b"4", b"5"]
     c.logout()
+
+
+def quota_of(h, user) -> bytes:
+    """The QUOTA data of GETQUOTAROOT INBOX, e.g. b'"" (STORAGE 1 1048576 MESSAGE 1 2)'."""
+    c = h.imap(user)
+    try:
+        typ, data = c.getquotaroot("INBOX")
+        assert typ == "OK", data
+        roots, quotas = data
+        assert roots == [b'"INBOX" ""'], roots
+        assert len(quotas) == 1, quotas
+        return quotas[0]
+    finally:
+        c.logout()
+
+
+def test_message_quota_set_live_from_the_cli(hermes_factory):
+    h = hermes_factory()
+    c = h.imap(ALICE)
+    typ, caps = c.capability()
+    assert b"QUOTA=RES-MESSAGE" in caps[0] and b"QUOTA=RES-STORAGE" in caps[0], caps
+    c.logout()
+    assert b"MESSAGE" not in quota_of(h, ALICE), "unlimited by default: MESSAGE not listed"
+    # Set on the running server: the size stays ("-"), the message limit becomes 2.
+    out = h.cli("account", "quota", ALICE, "-", "--messages", "2").stdout.decode()
+    assert "message quota of alice@example.org set to 2" in out, out
+    assert quota_of(h, ALICE).endswith(b"MESSAGE 0 2)")
+    msg = make_message("count", marker="msg-quota")
+    assert h.deliver(ALICE, msg)[ALICE][0] == 250
+    assert h.deliver(ALICE, msg)[ALICE][0] == 250
+    # Exactly at the limit (2 of 2), plus the 95 % warning it triggered (exempt): now 3 of 2.
+    assert quota_of(h, ALICE).endswith(b"MESSAGE 3 2)"), quota_of(h, ALICE)
+    c = h.imap(ALICE)
+    c.select("INBOX", readonly=True)
+    typ, data = c.search(None, "SUBJECT", '"Your mailbox is 95% full"')
+    assert len(data[0].split()) == 1, data
+    c.logout()
+    # One over: refused at LMTP (452 4.2.2) and at APPEND (NO [OVERQUOTA]).
+    r = h.deliver(ALICE, msg)[ALICE]
+    assert r[0] == 452 and r[1].startswith(b"4.2.2"), r
+    c = h.imap(ALICE)
+    try:
+        typ, data = c.append("INBOX", None, None, b"Subject: x\r\n\r\nx\r\n")
+    except Exception as e:  # imaplib raises on NO
+        typ, data = "NO", [str(e).encode()]
+    c.logout()
+    assert typ == "NO" and b"[OVERQUOTA]" in data[0], (typ, data)
+    # `account list` shows it, as text and JSON.
+    listing = h.cli("account", "list").stdout.decode()
+    alice_line = next(line for line in listing.splitlines() if line.startswith(ALICE))
+    assert "MESSAGES" in listing.splitlines()[0] and " 2 " in alice_line, listing
+    rows = {r["address"]: r for r in json.loads(h.cli("account", "list", "--json").stdout)}
+    assert rows[ALICE]["quota_messages"] == 2 and rows[CAROL]["quota_messages"] is None, rows
+    # Unlimited: MESSAGE disappears and delivery works again.
+    h.cli("account", "quota", ALICE, "1G", "--messages", "unlimited")
+    assert b"MESSAGE" not in quota_of(h, ALICE)
+    assert h.deliver(ALICE, msg)[ALICE][0] == 250
+    rows = {r["address"]: r for r in json.loads(h.cli("account", "list", "--json").stdout)}
+    assert rows[ALICE]["quota_messages"] == "unlimited", rows
+    # `account add --quota-messages`, and bad values refused.
+    out = h.cli("account", "add", "dora@example.org", "--password-stdin", "--quota-messages", "5", input="pw\n").stdout.decode()
+    assert "messages 5" in out, out
+    bad = h.cli("account", "quota", ALICE, "-", "--messages", "0", check=False)
+    assert bad.returncode != 0 and b"greater than zero" in bad.stderr, bad.stderr
+    assert h.cli("account", "quota", ALICE, "-", check=False).returncode != 0
+
+
+def control(h, request: dict) -> dict:
+    """One request on the store service's control socket."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(str(h.data / "run" / "store.sock"))
+    try:
+        s.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        return json.loads(buf)
+    finally:
+        s.close()
+
+
+def test_reload_and_stats_over_the_control_socket_and_sighup(hermes_factory):
+    import os
+    import signal
+
+    from hermes_testlib import merge_config, to_toml, wait_for
+
+    h = hermes_factory()
+    stats = control(h, {"op": "stats"})["stats"]
+    assert set(stats) == {"started_at", "logins_ok", "logins_failed", "imap_sessions", "pop3_sessions",
+                          "lmtp_delivered", "lmtp_rejected", "messages_appended"}, stats
+    msg = make_message("reload", marker="reload")
+    assert h.deliver(ALICE, msg)[ALICE][0] == 250
+    h.cli("account", "quota", ALICE, "100")
+    assert h.deliver(ALICE, msg)[ALICE][0] == 452
+    after = control(h, {"op": "stats"})["stats"]
+    assert after["lmtp_delivered"] == stats["lmtp_delivered"] + 1, (stats, after)
+    assert after["lmtp_rejected"] == stats["lmtp_rejected"] + 1, (stats, after)
+
+    config_path = h.data / "config" / "hermes.toml"
+    # An invalid file is refused; the server keeps running on the old one.
+    config_path.write_text(to_toml(merge_config(h.config, {"store": {"retention_days": 99999}})))
+    r = control(h, {"op": "reload"})
+    assert r["ok"] is False and any(e.startswith("store.retention_days") for e in r["errors"]), r
+    # Permanent over-quota failures, applied live; an IMAP port change needs a restart.
+    config_path.write_text(to_toml(merge_config(h.config, {"store": {"quota_permanent_failure": True},
+                                                           "imap": {"port": 1}})))
+    r = control(h, {"op": "reload"})
+    assert r["ok"] is True, r
+    assert r["applied"] == ["store.quota_permanent_failure"] and r["restart_needed"] == ["imap.port"], r
+    r = h.deliver(ALICE, msg)[ALICE]
+    assert r[0] == 552 and r[1].startswith(b"5.2.2"), r
+    quota_of(h, ALICE)  # IMAP still where it was
+    # SIGHUP does the same: back to temporary failures.
+    config_path.write_text(to_toml(h.config))
+    os.kill(h.store_pid(), signal.SIGHUP)
+
+    def temporary_again():
+        return h.deliver(ALICE, msg)[ALICE][0] == 452
+
+    wait_for(temporary_again, 10, what="SIGHUP reload")
+    assert control(h, {"op": "reload"}) == {"ok": True, "account": "", "listed": False, "messages": [],
+                                            "offline": False, "applied": [], "restart_needed": []}

@@ -52,6 +52,7 @@ pub struct RawConfig {
     pub sieve: Option<RawSieve>,
     pub managesieve: Option<RawManageSieve>,
     pub admin: Option<RawAdmin>,
+    pub hw: Option<RawHw>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -111,6 +112,11 @@ pub struct RawStore {
     pub retention_days: Option<u64>,
     /// Over-quota answer at LMTP: `false` 452 4.2.2 (the sender retries), `true` 552 5.2.2.
     pub quota_permanent_failure: Option<bool>,
+    /// Message-count limit (RFC 9208 MESSAGE) of accounts that have none of their own.
+    /// Absent: unlimited.
+    pub default_quota_messages: Option<u64>,
+    /// Usage levels, in percent, at which a warning message is delivered (default [80, 95]).
+    pub quota_warning_percents: Option<Vec<u8>>,
 }
 
 /// `[router]`: the SMTP hub (MX, submission, queue, routes). See `docs/router.md`.
@@ -176,6 +182,7 @@ pub struct Config {
     pub sieve: SieveConfig,
     pub managesieve: ManageSieveConfig,
     pub admin: AdminConfig,
+    pub hw: HwConfig,
 }
 
 /// Host-mode SMTP ports: 25, 587 and 465 mapped to 10000 + P (design §2).
@@ -454,7 +461,21 @@ pub struct StoreSettings {
     pub retention_days: u64,
     /// Answer an over-quota recipient at LMTP with a permanent 552 5.2.2 instead of 452 4.2.2.
     pub quota_permanent_failure: bool,
+    /// Message limit of accounts whose own is "default"; `None` (the default): unlimited.
+    pub default_quota_messages: Option<u64>,
+    /// Warning thresholds in percent, strictly increasing, each 1..=100.
+    pub quota_warning_percents: Vec<u8>,
 }
+
+/// Accounts have no message-count limit unless the site sets one: the byte quota already
+/// bounds the disk, and a count limit only guards against millions of tiny messages (an
+/// index cost), which the seed never saw. Dovecot's and Cyrus' defaults are unlimited too.
+pub const DEFAULT_QUOTA_MESSAGES: Option<u64> = None;
+/// Warnings at 80 % and 95 % of the quota: the pair `hermes_store::QUOTA_WARNING_PERCENTS`
+/// explains (a store test keeps the two equal).
+pub const DEFAULT_QUOTA_WARNING_PERCENTS: [u8; 2] = [80, 95];
+/// Most warning levels: each costs one message per crossing; four is already a lot of mail.
+pub const MAX_QUOTA_WARNING_LEVELS: usize = 4;
 
 /// Expunged mail is kept 7 days: a user who deleted mail by mistake on a Friday can still ask
 /// the next week. Must equal `hermes_store::DEFAULT_RETENTION_SECS` (a store test checks it).
@@ -529,6 +550,176 @@ pub struct AdminConfig {
 
 fn validate_admin(r: RawAdmin) -> AdminConfig {
     AdminConfig { port: r.port.unwrap_or(DEFAULT_ADMIN_PORT) }
+}
+
+/// `[hw]` health sweep: every 5 minutes. SMART attributes move over days, not seconds; 16 disks
+/// × 5 ioctls every 300 s is far below 1 % of a core (docs/hw.md, "Cost"). md failures are not
+/// waited for: the md watcher polls sysfs every 500 ms on its own.
+pub const DEFAULT_HW_INTERVAL_SECS: u64 = 300;
+/// Shortest sweep interval accepted: SMART commands make some disks pause I/O briefly.
+pub const MIN_HW_INTERVAL_SECS: u64 = 10;
+/// Per-disk probe deadline: a disk that has not answered its SMART reads within 30 s is judged
+/// "unknown (timed out)" and skipped until its stuck probe returns.
+pub const DEFAULT_HW_PROBE_TIMEOUT_SECS: u64 = 30;
+/// Bays of the reference chassis (a 4U server with 16 data disks).
+pub const DEFAULT_HW_BAYS: u16 = 16;
+/// Monthly `check` scrub, like Debian's `checkarray` cron job.
+pub const DEFAULT_HW_SCRUB_INTERVAL_DAYS: u32 = 30;
+/// Scrub throttle (KiB/s per disk): leaves most of the bandwidth to mail.
+pub const DEFAULT_HW_SCRUB_SPEED_KIB_S: u32 = 50_000;
+
+/// `[hw]`: the disk and RAID health service (`hermes serve hw`, docs/hw.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHw {
+    /// Seconds between SMART sweeps.
+    pub interval_secs: Option<u64>,
+    /// Seconds a disk's SMART probe may take before it is judged unknown (timed out).
+    pub probe_timeout_secs: Option<u64>,
+    /// Number of data bays.
+    pub bays: Option<u16>,
+    /// Bay map overrides: `{ controller = "/sys/devices/pci0000:00/0000:00:1f.2", port = "ata3", bay = 0 }`.
+    pub bay_overrides: Option<Vec<RawBayOverride>>,
+    /// Device-path prefixes (under /sys/devices/) never given a bay (the boot disk).
+    pub exclude: Option<Vec<String>>,
+    /// Addresses alerted by mail (local accounts or aliases of this server).
+    pub alert_to: Option<Vec<String>>,
+    /// HDD / SATA SSD temperature limits (°C): warning and failing.
+    pub hdd_temp_warn_c: Option<i16>,
+    pub hdd_temp_fail_c: Option<i16>,
+    pub ssd_temp_warn_c: Option<i16>,
+    pub ssd_temp_fail_c: Option<i16>,
+    /// Add a new disk found in the bay of a removed member back to its array (as a spare).
+    pub auto_replace: Option<bool>,
+    /// Days between `check` scrubs (0: never).
+    pub scrub_interval_days: Option<u32>,
+    /// Scrub speed cap in KiB/s per disk.
+    pub scrub_speed_kib_s: Option<u32>,
+    /// The root under which `sys/`, `proc/` and `dev/` are read: `/` on a real machine; tests
+    /// point it at a fake tree.
+    pub sysroot: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBayOverride {
+    pub controller: Option<String>,
+    pub port: Option<String>,
+    pub bay: Option<u16>,
+}
+
+/// One validated bay override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BayOverrideConfig {
+    pub controller: String,
+    pub port: Option<String>,
+    pub bay: u16,
+}
+
+/// The validated `[hw]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HwConfig {
+    pub interval_secs: u64,
+    pub probe_timeout_secs: u64,
+    pub bays: u16,
+    pub bay_overrides: Vec<BayOverrideConfig>,
+    pub exclude: Vec<String>,
+    pub alert_to: Vec<String>,
+    /// `None`: the verdict's built-in default (docs/hw.md).
+    pub hdd_temp_warn_c: Option<i16>,
+    pub hdd_temp_fail_c: Option<i16>,
+    pub ssd_temp_warn_c: Option<i16>,
+    pub ssd_temp_fail_c: Option<i16>,
+    /// Off by default: a disk slid into a bay is not written to unless the admin said so.
+    pub auto_replace: bool,
+    pub scrub_interval_days: u32,
+    pub scrub_speed_kib_s: u32,
+    pub sysroot: String,
+}
+
+fn validate_hw(r: RawHw, errors: &mut Vec<ConfigError>) -> HwConfig {
+    let mut bad = |path: &str, message: String| errors.push(ConfigError { path: format!("hw.{path}"), message });
+    let interval_secs = r.interval_secs.unwrap_or(DEFAULT_HW_INTERVAL_SECS);
+    if interval_secs < MIN_HW_INTERVAL_SECS {
+        bad("interval_secs", format!("must be at least {MIN_HW_INTERVAL_SECS}"));
+    }
+    let probe_timeout_secs = r.probe_timeout_secs.unwrap_or(DEFAULT_HW_PROBE_TIMEOUT_SECS);
+    if !(1..=600).contains(&probe_timeout_secs) {
+        bad("probe_timeout_secs", "must be between 1 and 600".into());
+    }
+    let bays = r.bays.unwrap_or(DEFAULT_HW_BAYS);
+    if !(1..=256).contains(&bays) {
+        bad("bays", "must be between 1 and 256".into());
+    }
+    let mut bay_overrides = Vec::new();
+    for (i, o) in r.bay_overrides.unwrap_or_default().into_iter().enumerate() {
+        match (o.controller, o.bay) {
+            (Some(controller), Some(bay)) if controller.starts_with("/sys/devices/") && bay < bays => {
+                if bay_overrides.iter().any(|b: &BayOverrideConfig| b.bay == bay) {
+                    bad(&format!("bay_overrides[{i}].bay"), format!("bay {bay} is assigned twice"));
+                }
+                bay_overrides.push(BayOverrideConfig { controller, port: o.port, bay });
+            }
+            _ => bad(
+                &format!("bay_overrides[{i}]"),
+                format!("needs `controller` (a path under /sys/devices/) and `bay` below {bays}"),
+            ),
+        }
+    }
+    let exclude = r.exclude.unwrap_or_default();
+    for (i, e) in exclude.iter().enumerate() {
+        if !e.starts_with("/sys/devices/") {
+            bad(&format!("exclude[{i}]"), format!("{e:?} must start with /sys/devices/"));
+        }
+    }
+    let alert_to = r.alert_to.unwrap_or_default();
+    for (i, a) in alert_to.iter().enumerate() {
+        let ok = a.len() <= 254
+            && a.split_once('@').is_some_and(|(l, d)| {
+                !l.is_empty()
+                    && !d.is_empty()
+                    && !a.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'<' | b'>'))
+            });
+        if !ok {
+            bad(&format!("alert_to[{i}]"), format!("{a:?} is not a mail address"));
+        }
+    }
+    for (name, warn, fail) in [("hdd", r.hdd_temp_warn_c, r.hdd_temp_fail_c), ("ssd", r.ssd_temp_warn_c, r.ssd_temp_fail_c)] {
+        if let (Some(w), Some(f)) = (warn, fail)
+            && w >= f
+        {
+            bad(&format!("{name}_temp_warn_c"), format!("must be below {name}_temp_fail_c"));
+        }
+        for (k, v) in [("warn", warn), ("fail", fail)] {
+            if v.is_some_and(|v| !(1..=150).contains(&v)) {
+                bad(&format!("{name}_temp_{k}_c"), "must be between 1 and 150 °C".into());
+            }
+        }
+    }
+    let sysroot = r.sysroot.unwrap_or_else(|| "/".to_string());
+    if !sysroot.starts_with('/') {
+        bad("sysroot", "must be an absolute path".into());
+    }
+    let scrub_speed_kib_s = r.scrub_speed_kib_s.unwrap_or(DEFAULT_HW_SCRUB_SPEED_KIB_S);
+    if scrub_speed_kib_s < 1000 {
+        bad("scrub_speed_kib_s", "must be at least 1000".into());
+    }
+    HwConfig {
+        interval_secs,
+        probe_timeout_secs,
+        bays,
+        bay_overrides,
+        exclude,
+        alert_to,
+        hdd_temp_warn_c: r.hdd_temp_warn_c,
+        hdd_temp_fail_c: r.hdd_temp_fail_c,
+        ssd_temp_warn_c: r.ssd_temp_warn_c,
+        ssd_temp_fail_c: r.ssd_temp_fail_c,
+        auto_replace: r.auto_replace.unwrap_or(false),
+        scrub_interval_days: r.scrub_interval_days.unwrap_or(DEFAULT_HW_SCRUB_INTERVAL_DAYS),
+        scrub_speed_kib_s,
+        sysroot,
+    }
 }
 
 /// `[managesieve]`: script editing (RFC 5804).
@@ -681,6 +872,7 @@ impl Config {
         let router = validate_router(raw.router.unwrap_or_default(), &mut errors);
         let managesieve = validate_managesieve(raw.managesieve.unwrap_or_default());
         let admin = validate_admin(raw.admin.unwrap_or_default());
+        let hw = validate_hw(raw.hw.unwrap_or_default(), &mut errors);
 
         let hostname = server.hostname.unwrap_or_else(|| "localhost".to_string());
         if hostname.is_empty()
@@ -739,6 +931,23 @@ impl Config {
             });
         }
         let quota_permanent_failure = store.quota_permanent_failure.unwrap_or(DEFAULT_QUOTA_PERMANENT_FAILURE);
+        let default_quota_messages = store.default_quota_messages.or(DEFAULT_QUOTA_MESSAGES);
+        if default_quota_messages == Some(0) {
+            errors.push(ConfigError {
+                path: "store.default_quota_messages".into(),
+                message: "must be greater than zero (leave it out for unlimited)".into(),
+            });
+        }
+        let quota_warning_percents = store.quota_warning_percents.unwrap_or_else(|| DEFAULT_QUOTA_WARNING_PERCENTS.to_vec());
+        if quota_warning_percents.len() > MAX_QUOTA_WARNING_LEVELS
+            || quota_warning_percents.iter().any(|p| !(1..=100).contains(p))
+            || quota_warning_percents.windows(2).any(|w| w[0] >= w[1])
+        {
+            errors.push(ConfigError {
+                path: "store.quota_warning_percents".into(),
+                message: format!("must be at most {MAX_QUOTA_WARNING_LEVELS} increasing percentages between 1 and 100"),
+            });
+        }
 
         let listen_for_relay = listen;
         let sieve = validate_sieve(raw.sieve.unwrap_or_default(), router_configured.then_some((listen_for_relay, router.smtp_port)), &mut errors);
@@ -780,16 +989,24 @@ impl Config {
                 idle_timeout_secs,
                 prelogin_timeout_secs,
             },
-            store: StoreSettings { zstd_level, retention_days, quota_permanent_failure },
+            store: StoreSettings {
+                zstd_level,
+                retention_days,
+                quota_permanent_failure,
+                default_quota_messages,
+                quota_warning_percents,
+            },
             router,
             sieve,
             managesieve,
             admin,
+            hw,
         })
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
 mod tests {
     use super::*;
 
@@ -834,6 +1051,49 @@ mod tests {
         assert_eq!((c.store.retention_days, c.store.quota_permanent_failure), (0, true));
         let e = Config::from_toml("[store]\nretention_days = 100000\n").unwrap_err();
         assert_eq!(e.0[0].path, "store.retention_days");
+    }
+
+    #[test]
+    fn store_message_quota_and_warning_levels() {
+        let c = Config::host_default();
+        assert_eq!(c.store.default_quota_messages, None);
+        assert_eq!(c.store.quota_warning_percents, [80, 95]);
+        let c = Config::from_toml("[store]\ndefault_quota_messages = 50000\nquota_warning_percents = [50, 90, 99]\n").unwrap();
+        assert_eq!((c.store.default_quota_messages, c.store.quota_warning_percents), (Some(50000), vec![50, 90, 99]));
+        for bad in ["default_quota_messages = 0", "quota_warning_percents = [90, 80]", "quota_warning_percents = [0]",
+            "quota_warning_percents = [101]", "quota_warning_percents = [10, 20, 30, 40, 50]"] {
+            let e = Config::from_toml(&format!("[store]\n{bad}\n")).unwrap_err();
+            assert!(e.0[0].path.starts_with("store."), "{bad}");
+        }
+        assert!(Config::from_toml("[store]\nquota_warning_percents = []\n").is_ok(), "no warnings at all is allowed");
+    }
+
+    #[test]
+    fn hw_section() {
+        let c = Config::host_default();
+        assert_eq!((c.hw.interval_secs, c.hw.bays, c.hw.auto_replace), (DEFAULT_HW_INTERVAL_SECS, 16, false));
+        assert_eq!(c.hw.sysroot, "/");
+        let c = Config::from_toml(
+            "[hw]\ninterval_secs = 60\nalert_to = [\"root@example.org\"]\nauto_replace = true\n\
+             bay_overrides = [{ controller = \"/sys/devices/pci0000:00/0000:00:1f.2\", port = \"ata3\", bay = 0 }]\n",
+        )
+        .unwrap();
+        assert_eq!(c.hw.interval_secs, 60);
+        assert_eq!(c.hw.alert_to, ["root@example.org"]);
+        assert!(c.hw.auto_replace);
+        assert_eq!(c.hw.bay_overrides[0].port.as_deref(), Some("ata3"));
+        for bad in [
+            "interval_secs = 1",
+            "alert_to = [\"nobody\"]",
+            "hdd_temp_warn_c = 70\nhdd_temp_fail_c = 60",
+            "bay_overrides = [{ controller = \"/x\", bay = 0 }]",
+            "bay_overrides = [{ controller = \"/sys/devices/a\", bay = 16 }]",
+            "exclude = [\"/dev/sda\"]",
+            "sysroot = \"relative\"",
+            "colour = 1",
+        ] {
+            assert!(Config::from_toml(&format!("[hw]\n{bad}\n")).is_err(), "{bad}");
+        }
     }
 
     #[test]

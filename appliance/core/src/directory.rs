@@ -99,10 +99,96 @@ pub struct Account {
     pub user_id: UserId,
     /// Storage quota in bytes (issue 3 enforces it).
     pub quota_bytes: u64,
+    /// Message-count quota (RFC 9208 MESSAGE). Absent in records written before it existed,
+    /// which read as [`MessageQuota::Default`]: nothing is lost or changed by the upgrade.
+    #[serde(default, skip_serializing_if = "MessageQuota::is_default")]
+    pub quota_messages: MessageQuota,
     /// Unix seconds.
     pub created: i64,
     /// The argon2id PHC string. Never logged (Account's Debug is derived, so keep it in a Secret).
     pub password_hash: Secret<String>,
+}
+
+/// An account's limit on its number of live messages (RFC 9208 MESSAGE).
+///
+/// Stored in the account record as absent (`Default`), the string `"unlimited"`, or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageQuota {
+    /// Whatever `[store] default_quota_messages` says (unlimited unless set).
+    #[default]
+    Default,
+    /// No limit, whatever the site default.
+    Unlimited,
+    /// At most this many live messages.
+    Limit(u64),
+}
+
+impl MessageQuota {
+    pub fn is_default(&self) -> bool {
+        *self == MessageQuota::Default
+    }
+
+    /// The limit that applies, given the site default (`None`: unlimited).
+    pub fn resolve(&self, site_default: Option<u64>) -> Option<u64> {
+        match self {
+            MessageQuota::Default => site_default,
+            MessageQuota::Unlimited => None,
+            MessageQuota::Limit(n) => Some(*n),
+        }
+    }
+
+    /// Parses `unlimited`, `default` or a positive number of messages.
+    pub fn parse(text: &str) -> Result<MessageQuota, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("unlimited") {
+            return Ok(MessageQuota::Unlimited);
+        }
+        if t.eq_ignore_ascii_case("default") {
+            return Ok(MessageQuota::Default);
+        }
+        match t.parse::<u64>() {
+            Ok(0) => Err("a message quota must be greater than zero (or \"unlimited\")".into()),
+            Ok(n) => Ok(MessageQuota::Limit(n)),
+            Err(_) => Err(format!("not a message count: {t:?} (a number, \"unlimited\" or \"default\")")),
+        }
+    }
+}
+
+impl std::fmt::Display for MessageQuota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageQuota::Default => f.write_str("default"),
+            MessageQuota::Unlimited => f.write_str("unlimited"),
+            MessageQuota::Limit(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl serde::Serialize for MessageQuota {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MessageQuota::Default => s.serialize_none(),
+            MessageQuota::Unlimited => s.serialize_str("unlimited"),
+            MessageQuota::Limit(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MessageQuota {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MessageQuota, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(MessageQuota::Default),
+            Some(Raw::Number(n)) if n > 0 => Ok(MessageQuota::Limit(n)),
+            Some(Raw::Number(_)) => Err(serde::de::Error::custom("quota_messages must be greater than zero")),
+            Some(Raw::Text(t)) => MessageQuota::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Proof that a user logged in. Only [`Directory::authenticate`] makes one.
@@ -568,6 +654,7 @@ impl Directory {
             address: addr.full(),
             user_id: random_user_id(),
             quota_bytes: quota_bytes.unwrap_or(DEFAULT_QUOTA_BYTES),
+            quota_messages: MessageQuota::Default,
             created: now_unix(),
             password_hash: Secret::new(hash),
         };
@@ -640,6 +727,7 @@ impl Directory {
                     address: addr.full(),
                     user_id: random_user_id(),
                     quota_bytes: entry.quota_bytes.unwrap_or(DEFAULT_QUOTA_BYTES),
+                    quota_messages: MessageQuota::Default,
                     created: now_unix(),
                     password_hash: Secret::new(hash),
                 };
@@ -701,6 +789,13 @@ impl Directory {
         let account = self.update_account(address, |a| a.quota_bytes = quota_bytes)?;
         tracing::info!(user = %account.address, quota_bytes, "quota changed");
         Ok(())
+    }
+
+    /// Sets an account's message-count quota (RFC 9208 MESSAGE).
+    pub fn set_message_quota(&self, address: &str, quota: MessageQuota) -> Result<Account, DirectoryError> {
+        let account = self.update_account(address, |a| a.quota_messages = quota)?;
+        tracing::info!(user = %account.address, quota_messages = %quota, "message quota changed");
+        Ok(account)
     }
 
     /// Removes an account and returns what it was. Its mail is not touched here: the store
@@ -1286,6 +1381,37 @@ mod tests {
         d.set_quota("A@example.org", 123).unwrap();
         assert_eq!(d.lookup("a@example.org").unwrap().unwrap().quota_bytes, 123);
         assert!(matches!(d.set_quota("b@example.org", 1), Err(DirectoryError::NoSuchAccount(_))));
+    }
+
+    #[test]
+    fn message_quota_is_kept_and_old_records_read_as_default() {
+        let (tmp, d) = dir();
+        d.add_domain("example.org").unwrap();
+        let a = d.import_account("a@example.org", &secret_hash(), Some(5000)).unwrap();
+        assert_eq!(a.quota_messages, MessageQuota::Default);
+        let path = tmp.path().join("directory/domains/example.org/accounts/a.json");
+        // A record as written before the field existed has no `quota_messages` at all.
+        assert!(!fs::read_to_string(&path).unwrap().contains("quota_messages"));
+        let before = d.lookup("a@example.org").unwrap().unwrap();
+        d.set_message_quota("a@example.org", MessageQuota::Limit(3)).unwrap();
+        let after = d.lookup("a@example.org").unwrap().unwrap();
+        assert_eq!(after.quota_messages, MessageQuota::Limit(3));
+        assert_eq!((after.quota_bytes, &after.user_id, after.created), (5000, &before.user_id, before.created));
+        assert_eq!(after.password_hash.expose(), before.password_hash.expose());
+        assert!(fs::read_to_string(&path).unwrap().contains("\"quota_messages\": 3"));
+        d.set_message_quota("a@example.org", MessageQuota::Unlimited).unwrap();
+        assert!(fs::read_to_string(&path).unwrap().contains("\"quota_messages\": \"unlimited\""));
+        assert_eq!(d.lookup("a@example.org").unwrap().unwrap().quota_messages.resolve(Some(9)), None);
+        d.set_message_quota("a@example.org", MessageQuota::Default).unwrap();
+        assert!(!fs::read_to_string(&path).unwrap().contains("quota_messages"));
+        assert_eq!(d.lookup("a@example.org").unwrap().unwrap().quota_messages.resolve(Some(9)), Some(9));
+        // Damaged values are reported, never taken as "unlimited".
+        let text = fs::read_to_string(&path).unwrap().replace("\"quota_bytes\"", "\"quota_messages\": 0,\n  \"quota_bytes\"");
+        fs::write(&path, text).unwrap();
+        assert!(matches!(d.lookup("a@example.org"), Err(DirectoryError::Corrupt { .. })));
+        assert_eq!(MessageQuota::parse("Unlimited"), Ok(MessageQuota::Unlimited));
+        assert_eq!(MessageQuota::parse(" 12 "), Ok(MessageQuota::Limit(12)));
+        assert!(MessageQuota::parse("0").is_err() && MessageQuota::parse("-1").is_err() && MessageQuota::parse("1k").is_err());
     }
 
     #[test]

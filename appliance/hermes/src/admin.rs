@@ -12,7 +12,7 @@
 use crate::cli::{AccountCommand, AliasCommand, DomainCommand, QueueCommand};
 use crate::size::{format_size, parse_size};
 use anyhow::{Context, anyhow, bail};
-use hermes_core::directory::{Account, Directory, DirectoryError, ImportEntry};
+use hermes_core::directory::{Account, Directory, DirectoryError, ImportEntry, MessageQuota};
 use hermes_core::paths::DataDir;
 use hermes_core::secret::Secret;
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -145,8 +145,9 @@ pub fn domain(data: &DataDir, command: DomainCommand) -> anyhow::Result<()> {
 
 pub fn account(data: &DataDir, command: AccountCommand) -> anyhow::Result<()> {
     match command {
-        AccountCommand::Add { address, password_stdin, password_hash, quota } => {
+        AccountCommand::Add { address, password_stdin, password_hash, quota, quota_messages } => {
             let quota = quota.as_deref().map(parse_quota).transpose()?;
+            let messages = quota_messages.as_deref().map(MessageQuota::parse).transpose().map_err(|e| anyhow!(e))?;
             let dir = open(data, true)?;
             let account = match (password_stdin, password_hash) {
                 (true, None) => {
@@ -157,10 +158,15 @@ pub fn account(data: &DataDir, command: AccountCommand) -> anyhow::Result<()> {
                 // clap's ArgGroup makes exactly one of them present.
                 _ => bail!("give exactly one of --password-stdin and --password-hash"),
             };
+            let account = match messages {
+                Some(m) if m != account.quota_messages => dir.set_message_quota(&account.address, m)?,
+                _ => account,
+            };
             println!(
-                "added {} (quota {}, user id {})",
+                "added {} (quota {}, messages {}, user id {})",
                 account.address,
                 format_size(account.quota_bytes),
+                account.quota_messages,
                 account.user_id
             );
         }
@@ -174,10 +180,23 @@ pub fn account(data: &DataDir, command: AccountCommand) -> anyhow::Result<()> {
             dir.set_password(&address, &password)?;
             println!("password changed for {}", address.to_ascii_lowercase());
         }
-        AccountCommand::Quota { address, size } => {
-            let quota = parse_quota(&size)?;
-            open(data, false)?.set_quota(&address, quota)?;
-            println!("quota of {} set to {}", address.to_ascii_lowercase(), format_size(quota));
+        AccountCommand::Quota { address, size, messages } => {
+            // A running server reads the account file at its next lookup: no restart needed.
+            let keep_size = size.trim() == "-";
+            let quota = if keep_size { None } else { Some(parse_quota(&size)?) };
+            let messages = messages.as_deref().map(MessageQuota::parse).transpose().map_err(|e| anyhow!(e))?;
+            if keep_size && messages.is_none() {
+                bail!("nothing to change: give a size, or `-` with --messages N");
+            }
+            let dir = open(data, false)?;
+            if let Some(q) = quota {
+                dir.set_quota(&address, q)?;
+                println!("quota of {} set to {}", address.to_ascii_lowercase(), format_size(q));
+            }
+            if let Some(m) = messages {
+                dir.set_message_quota(&address, m)?;
+                println!("message quota of {} set to {m}", address.to_ascii_lowercase());
+            }
         }
         AccountCommand::Del { address } => {
             let account = open(data, false)?.remove_account(&address)?;
@@ -243,6 +262,8 @@ struct AccountJson<'a> {
     address: &'a str,
     user_id: &'a str,
     quota_bytes: u64,
+    /// A number, `"unlimited"`, or `null`: the site default (`[store] default_quota_messages`).
+    quota_messages: MessageQuota,
     created: i64,
 }
 
@@ -255,6 +276,7 @@ fn print_accounts(accounts: &[Account], json: bool) -> anyhow::Result<()> {
                 address: &a.address,
                 user_id: a.user_id.as_str(),
                 quota_bytes: a.quota_bytes,
+                quota_messages: a.quota_messages,
                 created: a.created,
             })
             .collect();
@@ -262,12 +284,19 @@ fn print_accounts(accounts: &[Account], json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let width = accounts.iter().map(|a| a.address.len()).max().unwrap_or(0).max("ADDRESS".len());
-    writeln!(out, "{:width$}  {:>6}  {:32}  CREATED", "ADDRESS", "QUOTA", "USER ID")?;
+    writeln!(out, "{:width$}  {:>6}  {:>9}  {:32}  CREATED", "ADDRESS", "QUOTA", "MESSAGES", "USER ID")?;
     for a in accounts {
         let created = chrono::DateTime::from_timestamp(a.created, 0)
             .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
             .unwrap_or_else(|| a.created.to_string());
-        writeln!(out, "{:width$}  {:>6}  {}  {created}", a.address, format_size(a.quota_bytes), a.user_id)?;
+        writeln!(
+            out,
+            "{:width$}  {:>6}  {:>9}  {}  {created}",
+            a.address,
+            format_size(a.quota_bytes),
+            a.quota_messages.to_string(),
+            a.user_id
+        )?;
     }
     Ok(())
 }

@@ -31,8 +31,9 @@
 //!   `live usage + new <= limit` under the user's lock, in the same critical section that
 //!   assigns UIDs, so concurrent writers can never together pass the limit; over it they get
 //!   [`StoreError::OverQuota`]. MOVE within a user and undelete are never refused.
-//! - **Quota warnings**: when live usage crosses one of [`QUOTA_WARNING_PERCENTS`] of the byte
-//!   limit, the store appends one warning (composed by [`Store::set_quota_warnings`]) to INBOX,
+//! - **Quota warnings**: when live usage crosses one of the warning levels (by default
+//!   [`QUOTA_WARNING_PERCENTS`]; [`Store::set_quota_warning_percents`]) of the byte limit, or
+//!   of the message limit when there is one, the store appends one warning (composed by [`Store::set_quota_warnings`]) to INBOX,
 //!   exempt from the quota, and persists the level warned at (`users/<id>/quota-warned`);
 //!   dropping below a level re-arms it. At least once: a crash between the warning and the
 //!   level file can repeat a warning, never lose one.
@@ -426,6 +427,18 @@ impl Store {
         self.inner.set_quota_warnings(composer)
     }
 
+    /// Changes the retention period of expunged mail (a config reload): applies to the next
+    /// purge and to the expiry times listed from now on.
+    pub fn set_retention_secs(&self, secs: u64) {
+        self.inner.set_retention_secs(secs)
+    }
+
+    /// Replaces the usage levels (percent, increasing) at which a warning is sent; the
+    /// default is [`QUOTA_WARNING_PERCENTS`]. Applies from the next change of any user's mail.
+    pub fn set_quota_warning_percents(&self, percents: Vec<u8>) {
+        self.inner.set_quota_warning_percents(percents)
+    }
+
     /// Drops, for every user in the store, the retained messages expunged at or before
     /// `now - retention_secs` (see [`UserStore::purge_expired`]). Users are loaded one at a
     /// time (idle ones are unloaded again by the usual cache policy); a user that fails is
@@ -548,7 +561,7 @@ impl UserStore {
     pub fn quota(&self) -> Option<QuotaLimits> {
         self.inner.quota()
     }
-    /// The highest of [`QUOTA_WARNING_PERCENTS`] the user has been warned at and not since
+    /// The highest warning level the user has been warned at and not since
     /// dropped below (0: none). Persisted in `users/<id>/quota-warned`.
     pub fn quota_warned_percent(&self) -> u8 {
         self.inner.quota_warned_percent()

@@ -9,7 +9,7 @@
 //! Invariants:
 //! - [`fits`] allows usage to reach the limit exactly and refuses one byte (or one message)
 //!   more; arithmetic saturates, so a huge request is refused rather than wrapping around.
-//! - The level file holds one of 0 and [`QUOTA_WARNING_PERCENTS`] as ASCII decimal and a
+//! - The level file holds 0 or a warning percentage (1..=100) as ASCII decimal and a
 //!   newline; it is replaced atomically (write `quota-warned.tmp`, fsync, rename, fsync the
 //!   folder). A missing or unreadable file means 0: the worst case is one repeated warning.
 
@@ -65,19 +65,20 @@ pub(crate) fn fits(limits: Option<QuotaLimits>, usage: Usage, bytes: u64, messag
     }
 }
 
-/// The highest warning threshold `bytes` has reached under `limits` (0: none). A zero byte
-/// limit has no meaningful percentage and never warns.
-pub(crate) fn level(bytes: u64, limits: QuotaLimits) -> u8 {
-    if limits.bytes == 0 {
-        return 0;
-    }
-    let used = u128::from(bytes) * 100;
-    QUOTA_WARNING_PERCENTS
-        .iter()
-        .rev()
-        .copied()
-        .find(|p| used >= u128::from(*p) * u128::from(limits.bytes))
-        .unwrap_or(0)
+/// The highest of `percents` (increasing) that `usage` has reached under `limits`, in bytes
+/// or, when there is a message limit, in messages (0: none). A zero limit has no meaningful
+/// percentage and never warns.
+pub(crate) fn level(usage: Usage, limits: QuotaLimits, percents: &[u8]) -> u8 {
+    let reached = |used: u64, limit: u64| {
+        if limit == 0 {
+            return 0;
+        }
+        let used = u128::from(used) * 100;
+        percents.iter().rev().copied().find(|p| used >= u128::from(*p) * u128::from(limit)).unwrap_or(0)
+    };
+    let by_bytes = reached(usage.bytes, limits.bytes);
+    let by_messages = limits.messages.map_or(0, |m| reached(usage.messages, m));
+    by_bytes.max(by_messages)
 }
 
 /// Reads the warned level of the user folder `dir` (0 when absent or not understood).
@@ -85,7 +86,7 @@ pub(crate) fn read_warned(dir: &Path, user: &UserId) -> u8 {
     let _ = std::fs::remove_file(dir.join(WARNED_TMP));
     match std::fs::read_to_string(dir.join(WARNED_FILE)) {
         Ok(text) => match text.trim().parse::<u8>() {
-            Ok(v) if v == 0 || QUOTA_WARNING_PERCENTS.contains(&v) => v,
+            Ok(v) if v <= 100 => v,
             _ => {
                 tracing::warn!(user = %user, "quota warning level file not understood; taken as 0");
                 0
@@ -133,12 +134,40 @@ mod tests {
 
     #[test]
     fn levels_at_the_thresholds() {
-        assert_eq!(level(799, L), 0);
-        assert_eq!(level(800, L), 80);
-        assert_eq!(level(949, L), 80);
-        assert_eq!(level(950, L), 95);
-        assert_eq!(level(5000, L), 95);
-        assert_eq!(level(u64::MAX, QuotaLimits { bytes: u64::MAX, messages: None }), 95);
-        assert_eq!(level(10, QuotaLimits { bytes: 0, messages: None }), 0);
+        const P: &[u8] = &QUOTA_WARNING_PERCENTS;
+        let b = |bytes| Usage { bytes, messages: 0 };
+        assert_eq!(level(b(799), L, P), 0);
+        assert_eq!(level(b(800), L, P), 80);
+        assert_eq!(level(b(949), L, P), 80);
+        assert_eq!(level(b(950), L, P), 95);
+        assert_eq!(level(b(5000), L, P), 95);
+        assert_eq!(level(b(u64::MAX), QuotaLimits { bytes: u64::MAX, messages: None }, P), 95);
+        assert_eq!(level(b(10), QuotaLimits { bytes: 0, messages: None }, P), 0);
+        assert_eq!(level(b(900), L, &[50, 99]), 50);
+        assert_eq!(level(b(1000), L, &[]), 0);
+    }
+
+    #[test]
+    fn default_levels_match_the_config_default() {
+        assert_eq!(QUOTA_WARNING_PERCENTS, hermes_core::config::DEFAULT_QUOTA_WARNING_PERCENTS);
+    }
+
+    #[test]
+    fn message_count_warns_too() {
+        let l = QuotaLimits { bytes: 1 << 30, messages: Some(100) };
+        let m = |messages| Usage { bytes: 10, messages };
+        assert_eq!(level(m(79), l, &QUOTA_WARNING_PERCENTS), 0);
+        assert_eq!(level(m(80), l, &QUOTA_WARNING_PERCENTS), 80);
+        assert_eq!(level(m(95), l, &QUOTA_WARNING_PERCENTS), 95);
+        // The higher of the two resources decides.
+        assert_eq!(
+            level(
+                Usage { bytes: 96 << 20 << 4, messages: 81 },
+                QuotaLimits { bytes: 1600 << 20, messages: Some(100) },
+                &QUOTA_WARNING_PERCENTS
+            ),
+            95
+        );
+        assert_eq!(level(m(1000), QuotaLimits { bytes: 1000, messages: None }, &QUOTA_WARNING_PERCENTS), 0);
     }
 }

@@ -69,9 +69,11 @@ pub(crate) fn open(root: &Path, config: StoreConfig) -> Result<StoreInner, Store
     Ok(StoreInner {
         shared: Arc::new(Shared {
             root: root.to_path_buf(),
+            retention_secs: std::sync::atomic::AtomicU64::new(config.retention_secs),
             config,
             _lock: lock,
             warnings: parking_lot::RwLock::new(None),
+            warning_percents: parking_lot::RwLock::new(crate::QUOTA_WARNING_PERCENTS.to_vec()),
         }),
         users: Mutex::new(HashMap::new()),
         epoch: Instant::now(),
@@ -113,6 +115,14 @@ impl StoreInner {
 
     pub(crate) fn set_quota_warnings(&self, composer: crate::QuotaWarningComposer) {
         *self.shared.warnings.write() = Some(composer);
+    }
+
+    pub(crate) fn set_retention_secs(&self, secs: u64) {
+        self.shared.retention_secs.store(secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_quota_warning_percents(&self, percents: Vec<u8>) {
+        *self.shared.warning_percents.write() = percents;
     }
 
     /// Every user with a folder in the store (names that are not user ids are skipped).

@@ -65,6 +65,11 @@ pub(crate) struct Shared {
     pub _lock: nix::fcntl::Flock<std::fs::File>,
     /// Composes quota warnings; `None`: none are sent (and no level is recorded).
     pub warnings: parking_lot::RwLock<Option<QuotaWarningComposer>>,
+    /// The usage levels that warn ([`crate::Store::set_quota_warning_percents`]).
+    pub warning_percents: parking_lot::RwLock<Vec<u8>>,
+    /// How long expunged mail is kept, in seconds: `config.retention_secs` until changed
+    /// ([`crate::Store::set_retention_secs`]).
+    pub retention_secs: std::sync::atomic::AtomicU64,
 }
 
 struct Core {
@@ -484,7 +489,7 @@ impl UserInner {
         let _one = self.warning.lock();
         let (usage, limits, warned) = self.quota_position();
         let Some(limits) = limits else { return };
-        let level = quota::level(usage.bytes, limits);
+        let level = quota::level(usage, limits, &self.shared.warning_percents.read());
         if level < warned {
             self.record_warned(level);
         }
@@ -514,7 +519,7 @@ impl UserInner {
         // Limits unknown (nobody set them since the user was loaded): leave the record alone,
         // rather than re-arming warnings the user already got.
         let Some(limits) = limits else { return };
-        let level = quota::level(usage.bytes, limits);
+        let level = quota::level(usage, limits, &self.shared.warning_percents.read());
         if level == warned {
             return;
         }
@@ -526,7 +531,15 @@ impl UserInner {
                 tracing::warn!(user = %self.id, error = %e, level, "quota warning not delivered; retried at the next change");
                 return;
             }
-            tracing::info!(user = %self.id, level, used_bytes = usage.bytes, limit_bytes = limits.bytes, "quota warning delivered");
+            tracing::info!(
+                user = %self.id,
+                level,
+                used_bytes = usage.bytes,
+                limit_bytes = limits.bytes,
+                used_messages = usage.messages,
+                limit_messages = limits.messages,
+                "quota warning delivered"
+            );
         }
         self.record_warned(level);
     }
@@ -1047,7 +1060,7 @@ impl UserInner {
     }
 
     fn retention(&self) -> i64 {
-        i64::try_from(self.shared.config.retention_secs).unwrap_or(i64::MAX)
+        i64::try_from(self.shared.retention_secs.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)
     }
 
     pub(crate) fn list_retained(&self, filter: &RetainedFilter) -> Vec<RetainedMessage> {

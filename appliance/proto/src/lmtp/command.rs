@@ -30,6 +30,20 @@ pub struct MailParams {
     pub body: Body,
     /// SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// XDEDUP=token (Hermes' duplicate suppression between router and store): a token of 1 to
+    /// [`MAX_DEDUP_TOKEN`] characters of `[A-Za-z0-9._-]`. Accepted only when the server
+    /// offers it ([`super::ServerConfig::xdedup`]).
+    pub xdedup: Option<String>,
+}
+
+/// Longest XDEDUP token.
+pub const MAX_DEDUP_TOKEN: usize = 64;
+
+/// Whether `token` is a valid XDEDUP token: 1 to 64 characters of `[A-Za-z0-9._-]`.
+pub fn valid_dedup_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_DEDUP_TOKEN
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +145,8 @@ fn params(rest: &str) -> Result<Vec<(String, Option<&str>)>, Reply> {
         let key_ok = k.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 (RFC 6531)
-        let value_ok = v.is_none_or(|v| !v.is_empty() && v.chars().all(|c| c != '=' && (c.is_ascii_graphic() || !c.is_ascii())));
+        let value_ok =
+            v.is_none_or(|v| !v.is_empty() && v.chars().all(|c| c != '=' && (c.is_ascii_graphic() || !c.is_ascii())));
         if !key_ok || !value_ok {
             return Err(syntax("Syntax error in parameters"));
         }
@@ -160,6 +175,8 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => mp.body = Body::EightBitMime,
             ("BODY", _) => return Err(Reply::new(555, (5, 5, 4), "Unsupported BODY type")),
             ("SMTPUTF8", None) => mp.smtputf8 = true,
+            ("XDEDUP", Some(v)) if valid_dedup_token(v) => mp.xdedup = Some(v.to_string()),
+            ("XDEDUP", _) => return Err(syntax("Syntax: XDEDUP=token (1-64 of A-Z a-z 0-9 . _ -)")),
             _ => return Err(Reply::new(555, (5, 5, 4), "Unsupported parameter")),
         }
     }
@@ -191,7 +208,7 @@ mod tests {
             panic!()
         };
         assert_eq!(rp.to_string(), "<a@b.org>");
-        assert_eq!(p, MailParams { size: Some(100), body: Body::EightBitMime, smtputf8: true });
+        assert_eq!(p, MailParams { size: Some(100), body: Body::EightBitMime, smtputf8: true, xdedup: None });
         assert!(matches!(parse_command("mail from: <>").unwrap(), Command::Mail(ReversePath::Null, _)));
         assert!(matches!(parse_command("RCPT TO:<x@y.org>").unwrap(), Command::Rcpt(_)));
     }
@@ -214,7 +231,25 @@ mod tests {
         assert_eq!(code(&huge).code, 501);
         assert_eq!(
             parse_command("MAIL FROM:<a@b.org> SIZE=99999999999999999999").unwrap(),
-            Command::Mail(parse_reverse_path("<a@b.org>").unwrap().0, MailParams { size: Some(u64::MAX), ..Default::default() })
+            Command::Mail(
+                parse_reverse_path("<a@b.org>").unwrap().0,
+                MailParams { size: Some(u64::MAX), ..Default::default() }
+            )
         );
+    }
+
+    #[test]
+    fn xdedup_tokens() {
+        let code = |l: &str| parse_command(l).map(|_| ()).unwrap_err();
+        let Command::Mail(_, p) = parse_command("MAIL FROM:<a@b.org> xdedup=Q1.a_b-9").unwrap() else { panic!() };
+        assert_eq!(p.xdedup.as_deref(), Some("Q1.a_b-9"));
+        let max = format!("MAIL FROM:<> XDEDUP={}", "x".repeat(64));
+        assert!(matches!(parse_command(&max), Ok(Command::Mail(_, MailParams { xdedup: Some(_), .. }))));
+        for bad in ["XDEDUP", "XDEDUP=", "XDEDUP=a/b", "XDEDUP=a+b", "XDEDUP=\u{e9}t\u{e9}", "XDEDUP=a:b"] {
+            let r = code(&format!("MAIL FROM:<a@b.org> {bad}"));
+            assert_eq!((r.code, r.status.map(|s| s.to_string())), (501, Some("5.5.4".into())), "{bad}");
+        }
+        assert_eq!(code(&format!("MAIL FROM:<> XDEDUP={}", "x".repeat(65))).code, 501);
+        assert_eq!(code("MAIL FROM:<> XDEDUP=a XDEDUP=b").code, 501);
     }
 }

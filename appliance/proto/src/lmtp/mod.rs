@@ -5,7 +5,10 @@
 //! deliver. It frames command lines, parses commands ([`command`]), enforces the command
 //! sequence, decodes the DATA phase ([`data`]) and formats replies ([`reply`]).
 //! Extensions it implements: PIPELINING (RFC 2920), ENHANCEDSTATUSCODES (RFC 2034),
-//! 8BITMIME (RFC 6152), SIZE (RFC 1870), SMTPUTF8 (RFC 6531).
+//! 8BITMIME (RFC 6152), SIZE (RFC 1870), SMTPUTF8 (RFC 6531), and, when
+//! [`ServerConfig::xdedup`] is on, Hermes' own `XDEDUP` (`MAIL FROM:<...> XDEDUP=token`: the
+//! store suppresses a second delivery of the same token to the same account; see
+//! `docs/store-format.md`).
 //!
 //! What it is not: no sockets, clocks, files or directory lookups. It does not decide whether
 //! a recipient exists (the caller answers [`Event::Rcpt`]) and does not deliver (the caller
@@ -35,7 +38,7 @@ pub mod reply;
 mod tests;
 
 pub use address::{Address, AddressError, ForwardPath, ReversePath};
-pub use command::{Body, Command, MailParams, parse_command};
+pub use command::{Body, Command, MAX_DEDUP_TOKEN, MailParams, parse_command, valid_dedup_token};
 pub use data::DataDecoder;
 pub use reply::{EnhancedStatus, Reply};
 
@@ -60,6 +63,9 @@ pub struct ServerConfig {
     pub max_line: usize,
     pub max_recipients: usize,
     pub max_errors: usize,
+    /// Offer `XDEDUP` in the LHLO reply and accept `MAIL FROM:<...> XDEDUP=token` (the store
+    /// implements it; off by default, so a server that does not is never asked to).
+    pub xdedup: bool,
 }
 
 impl ServerConfig {
@@ -70,6 +76,7 @@ impl ServerConfig {
             max_line: DEFAULT_MAX_LINE,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             max_errors: DEFAULT_MAX_ERRORS,
+            xdedup: false,
         }
     }
 }
@@ -320,7 +327,7 @@ impl<R> Server<R> {
                 self.txn = None;
                 self.lhlo = Some(host);
                 let c = &self.config;
-                let lines = vec![
+                let mut lines = vec![
                     c.hostname.clone(),
                     "PIPELINING".into(),
                     "ENHANCEDSTATUSCODES".into(),
@@ -328,6 +335,9 @@ impl<R> Server<R> {
                     format!("SIZE {}", c.max_message_bytes),
                     "SMTPUTF8".into(),
                 ];
+                if c.xdedup {
+                    lines.push("XDEDUP".into());
+                }
                 self.reply(Reply::plain(250, lines));
             }
             Command::HeloEhlo => self.error(Reply::new(500, (5, 5, 1), "Use LHLO in LMTP")),
@@ -340,6 +350,9 @@ impl<R> Server<R> {
                 }
                 if params.size.is_some_and(|s| s > self.config.max_message_bytes) {
                     return self.reply(Reply::new(552, (5, 3, 4), "Message size exceeds fixed maximum message size"));
+                }
+                if params.xdedup.is_some() && !self.config.xdedup {
+                    return self.error(Reply::new(555, (5, 5, 4), "Unsupported parameter"));
                 }
                 if !from.is_ascii() && !params.smtputf8 {
                     return self.reply(Reply::new(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8"));

@@ -241,3 +241,20 @@ fn no_panic_on_random_input() {
         let _ = run(&chunks, c);
     }
 }
+
+#[test]
+fn xdedup_is_offered_only_when_configured() {
+    let (out, _, _) = run(&[b"LHLO x\r\nMAIL FROM:<a@b.org> XDEDUP=abc\r\n"], cfg());
+    assert!(!out.contains("XDEDUP"), "{out}");
+    assert!(out.ends_with("555 5.5.4 Unsupported parameter\r\n"), "{out}");
+    let mut c = cfg();
+    c.xdedup = true;
+    let (out, msgs, _) = run(
+        &[b"LHLO x\r\nMAIL FROM:<a@b.org> XDEDUP=a/b\r\nMAIL FROM:<a@b.org> XDEDUP=id-1.2_3\r\nRCPT TO:<u@foo.edu>\r\nDATA\r\nhi\r\n.\r\n"],
+        c,
+    );
+    assert!(out.contains("250-XDEDUP\r\n") || out.contains("250 XDEDUP\r\n"), "{out}");
+    assert!(out.contains("501 5.5.4"), "{out}");
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].params.xdedup.as_deref(), Some("id-1.2_3"));
+}

@@ -213,6 +213,7 @@ fn deliver_direct(
         Err(e) => return Err(e).context("opening the store"),
     };
     store.set_quota_warnings(crate::quota::warning_composer(&config.hostname));
+    store.set_quota_warning_percents(config.store.quota_warning_percents.clone());
     let mut results: Vec<Option<Reply>> = vec![None; to.len()];
     let mut users = Vec::new();
     let mut user_slots = Vec::new();
@@ -220,7 +221,7 @@ fn deliver_direct(
         match directory.lookup(rcpt) {
             Ok(Some(account)) => {
                 match store.user(&account.user_id) {
-                    Ok(u) => crate::quota::apply_account(&u, &account),
+                    Ok(u) => crate::quota::apply_account(&u, &account, &config.store),
                     Err(e) => tracing::warn!(error = %e, "cannot open the recipient's store"), // delivery reports it
                 }
                 users.push(account.user_id);

@@ -16,6 +16,9 @@
 //! Invariants: the store is opened once per process (its lock makes a second opener fail);
 //! every session watches [`Context::shutdown`] and ends promptly once it turns `true`.
 
+pub mod connlimit;
+pub mod control;
+pub mod dedup;
 pub mod deliver;
 pub mod imap;
 pub mod index;
@@ -28,19 +31,107 @@ pub mod sieve;
 pub use run::{run, run_until};
 
 use hermes_core::{config::Config, directory::Directory, paths::DataDir};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Shared by every session of the store process.
+///
+/// The config and the TLS acceptor can be replaced while the service runs (`reload` on the
+/// control socket, SIGHUP: [`control`]): sessions read them through [`Context::config`] and
+/// [`Context::tls`], which hand out the current value; a session that already holds one keeps
+/// it (settings apply to what starts after the reload).
 pub struct Context {
-    pub config: Config,
+    config: RwLock<Arc<Config>>,
     pub data: DataDir,
     pub directory: Directory,
     pub store: hermes_store::Store,
     /// `None` only when no certificate could be loaded (then STARTTLS is not offered).
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// Becomes `true` when the service shuts down: sessions say goodbye (`* BYE Server shutting
     /// down`, `421 4.3.2 ...`) and end. Clone it per session and `wait_for(|v| *v)` on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Cumulative counters since start (the control socket's `stats`).
+    pub stats: control::Stats,
+    /// LMTP duplicate suppression records (`XDEDUP`).
+    pub dedup: dedup::DedupLog,
+    /// Per-service connection caps (changed by a reload).
+    pub limiters: Limiters,
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    /// Of the TLS files the current acceptor was loaded from ([`control::tls_fingerprint`]).
+    pub(crate) tls_fingerprint: std::sync::Mutex<Option<u64>>,
+}
+
+/// The connection limiters of the store's listeners: each protocol has its own, so a flood of
+/// IMAP clients cannot block mail delivery.
+pub struct Limiters {
+    pub imap: connlimit::Limiter,
+    pub pop3: connlimit::Limiter,
+    pub lmtp: connlimit::Limiter,
+    pub managesieve: connlimit::Limiter,
+}
+
+impl Limiters {
+    fn new(limits: &hermes_core::config::Limits) -> Limiters {
+        Limiters {
+            imap: connlimit::Limiter::new(limits),
+            pop3: connlimit::Limiter::new(limits),
+            lmtp: connlimit::Limiter::new(limits),
+            managesieve: connlimit::Limiter::new(limits),
+        }
+    }
+
+    pub(crate) fn set_limits(&self, limits: &hermes_core::config::Limits) {
+        for l in [&self.imap, &self.pop3, &self.lmtp, &self.managesieve] {
+            l.set_limits(limits);
+        }
+    }
+}
+
+impl Context {
+    /// Builds the context; opens (and loads) the duplicate-suppression records under
+    /// `DATA/store/dedup/`, and applies the config's store-wide settings to `store`.
+    pub fn new(
+        config: Config,
+        data: DataDir,
+        directory: Directory,
+        store: hermes_store::Store,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<Context> {
+        let dedup = dedup::DedupLog::open(&data.store_dir().join(dedup::DEDUP_DIR))?;
+        store.set_quota_warning_percents(config.store.quota_warning_percents.clone());
+        let tls_fingerprint = if tls.is_some() { control::tls_fingerprint(&data) } else { None };
+        Ok(Context {
+            limiters: Limiters::new(&config.limits),
+            reload_lock: tokio::sync::Mutex::new(()),
+            tls_fingerprint: std::sync::Mutex::new(tls_fingerprint),
+            config: RwLock::new(Arc::new(config)),
+            data,
+            directory,
+            store,
+            tls: RwLock::new(tls),
+            shutdown,
+            stats: control::Stats::new(),
+            dedup,
+        })
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The current TLS acceptor (`None`: no certificate).
+    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    pub(crate) fn set_tls(&self, tls: Option<tokio_rustls::TlsAcceptor>) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+    }
 }
 
 pub type SharedContext = Arc<Context>;

@@ -84,9 +84,10 @@ async fn session<S>(mut stream: S, peer: Peer, ctx: &SharedContext) -> std::io::
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let config = &ctx.config;
-    let mut server: Server<UserId> =
-        Server::new(ServerConfig::new(config.hostname.clone(), config.limits.max_message_bytes));
+    let config = ctx.config();
+    let mut server_config = ServerConfig::new(config.hostname.clone(), config.limits.max_message_bytes);
+    server_config.xdedup = true;
+    let mut server: Server<UserId> = Server::new(server_config);
     let mut shutdown = ctx.shutdown.clone();
     let mut out = Vec::with_capacity(1024);
     server.greeting().write_to(&mut out);
@@ -99,7 +100,10 @@ where
                 Event::Reply(r) => r.write_to(&mut out),
                 Event::Rcpt(path) => match resolve(ctx, &path).await {
                     Ok(user) => server.accept_rcpt(user),
-                    Err(reply) => server.reject_rcpt(reply),
+                    Err(reply) => {
+                        crate::control::Stats::add(&ctx.stats.lmtp_rejected, 1);
+                        server.reject_rcpt(reply)
+                    }
                 },
                 Event::Message(m) => {
                     // Replies queued so far (354 was already sent) go out before the slow part.
@@ -156,18 +160,19 @@ where
 async fn resolve(ctx: &SharedContext, path: &ForwardPath) -> Result<UserId, Reply> {
     let address = match path {
         // RFC 5321 §4.5.1: <Postmaster> without a domain is the postmaster of this host.
-        ForwardPath::Postmaster => format!("postmaster@{}", ctx.config.hostname),
+        ForwardPath::Postmaster => format!("postmaster@{}", ctx.config().hostname),
         ForwardPath::Address(a) => a.to_string(),
     };
     let directory = ctx.directory.clone();
     let store = ctx.store.clone();
     let lookup = address.clone();
+    let config = ctx.config();
     let found = tokio::task::spawn_blocking(move || {
         let account = directory.lookup(&lookup)?;
         // Load the user and give it the account's current limits before DATA.
         let room = account.as_ref().map(|a| match store.user(&a.user_id) {
             Ok(u) => {
-                crate::quota::apply_account(&u, a);
+                crate::quota::apply_account(&u, a, &config.store);
                 crate::quota::has_room(&u)
             }
             Err(e) => {
@@ -182,7 +187,7 @@ async fn resolve(ctx: &SharedContext, path: &ForwardPath) -> Result<UserId, Repl
         Ok(Ok(Some((account, true)))) => Ok(account.user_id),
         Ok(Ok(Some((_, false)))) => {
             tracing::info!(rcpt = %address, "recipient over quota");
-            Err(crate::quota::over_quota_reply(&address, ctx.config.store.quota_permanent_failure))
+            Err(crate::quota::over_quota_reply(&address, ctx.config().store.quota_permanent_failure))
         }
         Ok(Ok(None)) => Err(Reply::new(550, (5, 1, 1), format!("<{address}> User unknown"))),
         Ok(Err(e)) => {
@@ -197,12 +202,52 @@ async fn resolve(ctx: &SharedContext, path: &ForwardPath) -> Result<UserId, Repl
 }
 
 /// Stores one message for all its recipients; one reply per recipient, in order.
+///
+/// With `XDEDUP=token`, a recipient whose account already has the token is answered `250`
+/// without anything being run or stored, and the pairs delivered now are recorded (fsync'd)
+/// before the replies go out ([`crate::dedup`]).
 async fn deliver(ctx: &SharedContext, peer: Peer, m: Message<UserId>) -> Vec<Reply> {
     let started = Instant::now();
     let id = new_delivery_id();
+    let config = ctx.config();
     let rcpt_names: Vec<String> = m.recipients.iter().map(|r| r.path.to_string()).collect();
     let return_path = m.from.to_string();
-    let single = (rcpt_names.len() == 1).then(|| rcpt_names[0].as_str());
+    let token = m.params.xdedup.clone();
+    // Per recipient: a reply decided before delivery (duplicate, or in progress), or none.
+    let mut early: Vec<Option<Reply>> = vec![None; rcpt_names.len()];
+    let mut claimed: Vec<(UserId, String)> = Vec::new();
+    if let Some(token) = &token {
+        // One decision per account (an account named twice, e.g. with a +detail, shares it).
+        let mut decided: Vec<(UserId, crate::dedup::Check)> = Vec::new();
+        for (i, r) in m.recipients.iter().enumerate() {
+            let check = match decided.iter().find(|(u, _)| *u == r.data) {
+                Some((_, c)) => *c,
+                None => {
+                    let c = ctx.dedup.check(&r.data, token);
+                    if c == crate::dedup::Check::Deliver {
+                        claimed.push((r.data.clone(), token.clone()));
+                    }
+                    decided.push((r.data.clone(), c));
+                    c
+                }
+            };
+            early[i] = match check {
+                crate::dedup::Check::Duplicate => Some(Reply::new(
+                    250,
+                    (2, 0, 0),
+                    format!("<{}> already delivered (duplicate suppressed)", rcpt_names[i]),
+                )),
+                crate::dedup::Check::InProgress => Some(Reply::new(
+                    451,
+                    (4, 3, 0),
+                    format!("<{}> The same message is being delivered, try again later", rcpt_names[i]),
+                )),
+                crate::dedup::Check::Deliver => None,
+            };
+        }
+    }
+    let todo: Vec<usize> = (0..rcpt_names.len()).filter(|&i| early[i].is_none()).collect();
+    let single = (todo.len() == 1).then(|| rcpt_names[todo[0]].as_str());
     let mut raw = trace_headers(&Trace {
         return_path: &return_path,
         helo: &m.lhlo,
@@ -210,7 +255,7 @@ async fn deliver(ctx: &SharedContext, peer: Peer, m: Message<UserId>) -> Vec<Rep
             Peer::Tcp(a) => Some(a.ip()),
             Peer::Unix => None,
         },
-        hostname: &ctx.config.hostname,
+        hostname: &config.hostname,
         protocol: if m.params.smtputf8 { "UTF8LMTP" } else { "LMTP" },
         id: &id,
         single_recipient: single,
@@ -219,41 +264,81 @@ async fn deliver(ctx: &SharedContext, peer: Peer, m: Message<UserId>) -> Vec<Rep
     drop(m.body);
     let size = raw.len();
     // Sieve hook: each recipient's script picks targets (see `crate::sieve::deliver`).
-    let rcpts: Vec<crate::sieve::deliver::Rcpt> = m
-        .recipients
-        .into_iter()
-        .zip(&rcpt_names)
-        .map(|(r, address)| crate::sieve::deliver::Rcpt { user: r.data, address: address.clone() })
+    let rcpts: Vec<crate::sieve::deliver::Rcpt> = todo
+        .iter()
+        .map(|&i| crate::sieve::deliver::Rcpt { user: m.recipients[i].data.clone(), address: rcpt_names[i].clone() })
         .collect();
-    let store = ctx.store.clone();
-    let engine = crate::sieve::Engine::new(&ctx.config, &ctx.data);
-    let sender = return_path.clone();
-    let results = match tokio::task::spawn_blocking(move || crate::sieve::deliver::deliver(&engine, &store, &raw, &sender, &rcpts)).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "delivery task failed");
-            Vec::new()
+    let results = if rcpts.is_empty() {
+        Vec::new()
+    } else {
+        let store = ctx.store.clone();
+        let engine = crate::sieve::Engine::new(&config, &ctx.data);
+        let sender = return_path.clone();
+        match tokio::task::spawn_blocking(move || {
+            let filed = crate::sieve::deliver::deliver(&engine, &store, &raw, &sender, &rcpts);
+            // Index what was stored, in the background (`crate::index::ingest`).
+            for (r, f) in rcpts.iter().zip(&filed) {
+                if let crate::sieve::deliver::Filed::Stored(Ok(a)) = f
+                    && let Ok(user) = store.user(&r.user)
+                {
+                    crate::index::ingest::stored(user, a.mailbox, a.uidvalidity, vec![a.uid]);
+                }
+            }
+            filed
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "delivery task failed");
+                Vec::new()
+            }
         }
     };
-    let replies: Vec<Reply> = rcpt_names
-        .iter()
-        .enumerate()
-        .map(|(i, rcpt)| match results.get(i) {
+    let mut replies: Vec<Reply> = Vec::with_capacity(rcpt_names.len());
+    for (i, rcpt) in rcpt_names.iter().enumerate() {
+        if let Some(r) = early[i].take() {
+            replies.push(r);
+            continue;
+        }
+        let k = todo.iter().position(|&t| t == i).unwrap_or(usize::MAX);
+        replies.push(match results.get(k) {
             Some(r) => {
                 if let crate::sieve::deliver::Filed::Stored(Err(e)) = r {
                     tracing::warn!(rcpt = %rcpt, error = %e, id = %id, "delivery failed");
                 }
-                crate::sieve::deliver::reply(rcpt, r, &id, ctx.config.store.quota_permanent_failure)
+                crate::sieve::deliver::reply(rcpt, r, &id, config.store.quota_permanent_failure)
             }
             None => Reply::new(451, (4, 3, 0), format!("<{rcpt}> Temporary failure, try again later")),
-        })
-        .collect();
+        });
+    }
+    if token.is_some() && !claimed.is_empty() {
+        // Record every claimed account that got a 250 now; release the claims either way.
+        let delivered: Vec<(UserId, String)> = claimed
+            .iter()
+            .filter(|(u, _)| todo.iter().any(|&i| m.recipients[i].data == *u && replies[i].code == 250))
+            .cloned()
+            .collect();
+        let ctx2 = ctx.clone();
+        let now = chrono::Utc::now().timestamp();
+        let recorded = tokio::task::spawn_blocking(move || ctx2.dedup.finish(&claimed, &delivered, now)).await;
+        match recorded {
+            Ok(Ok(())) => {}
+            // The messages are stored: 250 is the truth. Without the record a re-sent copy
+            // would be delivered again, as without XDEDUP.
+            Ok(Err(e)) => tracing::error!(error = %e, id = %id, "cannot record delivered XDEDUP tokens"),
+            Err(e) => tracing::error!(error = %e, id = %id, "XDEDUP record task failed"),
+        }
+    }
     let delivered = replies.iter().filter(|r| r.code == 250).count();
+    crate::control::Stats::add(&ctx.stats.lmtp_delivered, delivered as u64);
+    crate::control::Stats::add(&ctx.stats.lmtp_rejected, (replies.len() - delivered) as u64);
     tracing::info!(
         id = %id,
         from = %return_path,
         recipients = rcpt_names.len(),
         delivered,
+        suppressed = rcpt_names.len() - todo.len(),
         size,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "message delivered"

@@ -3,7 +3,8 @@
 //! The [`undelete`] submodule is the admin side of delayed expunge (`hermes undelete` and the
 //! store service's control socket).
 //!
-//! What it is: glue between the directory (an [`Account`]'s `quota_bytes`), the store's
+//! What it is: glue between the directory (an [`Account`]'s `quota_bytes` and
+//! `quota_messages`, with `[store] default_quota_messages`), the store's
 //! enforcement ([`UserStore::set_quota`], [`StoreError::OverQuota`]) and the protocols.
 //! What it is not: the enforcement itself. The store checks `live usage + new <= limit` under
 //! the user's lock, so concurrent APPENDs and deliveries can never together pass the limit;
@@ -20,24 +21,26 @@
 
 pub mod undelete;
 
+use hermes_core::config::StoreSettings;
 use hermes_core::directory::{Account, UserId};
 use hermes_proto::lmtp::Reply;
 use hermes_store::{QuotaLimits, QuotaWarning, QuotaWarningComposer, StoreError, UserStore};
 use address_book::AddressBook;
 use std::sync::Arc;
 
-/// The limits that apply to `account`: its byte quota; no message-count limit (the directory
-/// has none; RFC 9208 MESSAGE is then not reported).
-pub fn limits_for(account: &Account) -> QuotaLimits {
-    QuotaLimits { bytes: account.quota_bytes, messages: None }
+/// The limits that apply to `account`: its byte quota and its message limit, which for an
+/// account whose own is "default" is `[store] default_quota_messages` (unlimited unless set;
+/// RFC 9208 MESSAGE is then not reported).
+pub fn limits_for(account: &Account, settings: &StoreSettings) -> QuotaLimits {
+    QuotaLimits { bytes: account.quota_bytes, messages: account.quota_messages.resolve(settings.default_quota_messages) }
 }
 
 /// Gives `user` (the store of `account`) the account's current limits, and remembers the
 /// account's address for the `To:` of its warnings. Cheap; call it whenever work for the
 /// account starts (login, RCPT).
-pub fn apply_account(user: &UserStore, account: &Account) {
+pub fn apply_account(user: &UserStore, account: &Account, settings: &StoreSettings) {
     ADDRESSES.remember(&account.user_id, &account.address);
-    user.set_quota(Some(limits_for(account)));
+    user.set_quota(Some(limits_for(account, settings)));
 }
 
 /// Whether `user` has room for at least one more (non-empty) message: LMTP refuses a recipient
@@ -75,11 +78,10 @@ pub fn warning_composer(hostname: &str) -> QuotaWarningComposer {
 
 /// The warning message itself (pure: the clock and the address are parameters).
 pub fn warning_message(hostname: &str, to: Option<&str>, w: &QuotaWarning, now: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
-    let percent_used = if w.limits.bytes == 0 {
-        100
-    } else {
-        (u128::from(w.usage.bytes) * 100 / u128::from(w.limits.bytes)).min(999) as u64
+    let percent = |used: u64, limit: u64| {
+        if limit == 0 { 100 } else { (u128::from(used) * 100 / u128::from(limit)).min(999) as u64 }
     };
+    let percent_used = percent(w.usage.bytes, w.limits.bytes);
     let to_header = match to.filter(|a| header_safe(a)) {
         Some(a) => format!("<{a}>"),
         None => "undisclosed-recipients:;".to_string(),
@@ -99,13 +101,20 @@ pub fn warning_message(hostname: &str, to: Option<&str>, w: &QuotaWarning, now: 
     m.push_str("Content-Transfer-Encoding: 7bit\r\n");
     m.push_str("\r\n");
     m.push_str(&format!(
-        "Your mailbox is {}% full: you are using {} of your {} quota ({}%),\r\nin {} messages.\r\n\r\n",
+        "Your mailbox is {}% full: you are using {} of your {} quota ({}%),\r\nin {} messages",
         w.percent,
         human(w.usage.bytes),
         human(w.limits.bytes),
         percent_used,
         w.usage.messages
     ));
+    match w.limits.messages {
+        Some(max) => m.push_str(&format!(
+            " of the {max} you may keep ({}%).\r\n\r\n",
+            percent(w.usage.messages, max)
+        )),
+        None => m.push_str(".\r\n\r\n"),
+    }
     m.push_str(
         "When it is full, new mail for you is no longer accepted (senders' servers\r\n\
          retry for a few days, then return it to the sender), and you cannot save\r\n\
@@ -208,7 +217,12 @@ mod tests {
         }
         assert!(head.lines().any(|l| l.starts_with("Message-ID: <quota-80.") && l.ends_with("@mail.example.org>")));
         assert!(body.contains("850.0 MiB of your 1.0 GiB quota (83%)"), "{body}");
-        assert!(body.contains("1234 messages"));
+        assert!(body.contains("in 1234 messages.\r\n"), "{body}");
+        // With a message limit, the count is reported against it.
+        let counted = QuotaWarning { percent: 95, usage: Usage { bytes: 10, messages: 95 }, limits: QuotaLimits { bytes: 1 << 30, messages: Some(100) } };
+        let m2 = String::from_utf8(warning_message("h.org", None, &counted, now)).unwrap();
+        assert!(m2.contains("Subject: Your mailbox is 95% full\r\n"));
+        assert!(m2.contains("in 95 messages of the 100 you may keep (95%).\r\n"), "{m2}");
         assert!(!m.replace("\r\n", "").contains('\n'), "CRLF only");
         // A strange address never breaks the header.
         let m = String::from_utf8(warning_message("h", Some("a>\r\nBcc: x"), &w, now)).unwrap();

@@ -9,8 +9,11 @@
 //! Invariants:
 //! - `run/endpoints.d/store.json` is written only after every listener is bound, with the
 //!   addresses actually bound (port 0 in the config means the kernel's choice).
-//! - Each connection holds a [`ConnectionGuard`] for its whole life: IMAP (plain and TLS) and
+//! - Each connection holds a [`Slot`] for its whole life: IMAP (plain and TLS) and
 //!   LMTP have separate limiters (POP3 has its own too), so a flood of IMAP clients cannot block mail delivery.
+//!   Their caps follow a config reload ([`crate::control`]), as do the TLS certificate and
+//!   every setting read through [`crate::Context::config`].
+//! - SIGHUP reloads the config exactly like `{"op":"reload"}` on the control socket.
 //! - On shutdown the accept loops stop first, then sessions are told (via
 //!   [`crate::Context::shutdown`]) and given [`DRAIN_TIMEOUT`] to finish; the LMTP socket file
 //!   and control socket files are removed so `hermes deliver` and `hermes undelete` fall back
@@ -25,7 +28,8 @@ use hermes_core::config::Config;
 use hermes_core::directory::Directory;
 use hermes_core::ipc::ServiceEndpoints;
 use hermes_core::paths::DataDir;
-use hermes_runtime::listen::{ConnectionGuard, ConnectionLimiter, LimitExceeded, bind_tcp, bind_unix};
+use crate::connlimit::{Limiter, Slot};
+use hermes_runtime::listen::{LimitExceeded, bind_tcp, bind_unix};
 use hermes_runtime::shutdown::{SessionToken, SessionTracker, Shutdown, Signals, triggered};
 use hermes_store::{Store, StoreConfig, StoreError};
 use std::future::Future;
@@ -134,19 +138,15 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     endpoints.unix.insert("control".into(), control_path.display().to_string());
 
     let signal = Shutdown::new();
-    let ctx: SharedContext = Arc::new(Context {
-        config: config.clone(),
-        data: data.clone(),
-        directory,
-        store,
-        tls,
-        shutdown: signal.subscribe(),
-    });
+    let ctx: SharedContext = Arc::new(
+        Context::new(config.clone(), data.clone(), directory, store, tls, signal.subscribe())
+            .context("opening the duplicate-suppression records")?,
+    );
     let tracker = SessionTracker::new();
-    let imap_limiter = ConnectionLimiter::from_limits(&config.limits);
-    let pop3_limiter = ConnectionLimiter::from_limits(&config.limits);
-    let lmtp_limiter = ConnectionLimiter::from_limits(&config.limits);
-    let managesieve_limiter = ConnectionLimiter::from_limits(&config.limits);
+    let imap_limiter = ctx.limiters.imap.clone();
+    let pop3_limiter = ctx.limiters.pop3.clone();
+    let lmtp_limiter = ctx.limiters.lmtp.clone();
+    let managesieve_limiter = ctx.limiters.managesieve.clone();
 
     let mut loops = JoinSet::new();
     loops.spawn(accept_tcp(imap, Protocol::Imap { implicit_tls: false }, imap_limiter.clone(), ctx.clone(), tracker.token()));
@@ -164,6 +164,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     loops.spawn(accept_unix(lmtp_unix, lmtp_limiter, ctx.clone(), tracker.token()));
     loops.spawn(accept_control(control, ctx.clone(), tracker.token()));
     loops.spawn(purge_loop(ctx.clone()));
+    loops.spawn(reload_on_sighup(ctx.clone()));
 
     hermes_runtime::endpoints::write_service_endpoints(&data, &endpoints).context("writing endpoints")?;
     tracing::info!(endpoints = ?endpoints.tcp, socket = %socket_path.display(), "store service listening");
@@ -180,6 +181,9 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     } else {
         tracing::warn!(timeout_secs = DRAIN_TIMEOUT.as_secs(), "sessions still running at shutdown; abandoning them");
     }
+    // Queued delivery-time indexing holds no user alive (weak references): with the store
+    // gone the queue empties at once; a job in progress finishes (it holds the store lock).
+    let _ = tokio::task::spawn_blocking(|| crate::index::ingest::flush_within(DRAIN_TIMEOUT)).await;
     Ok(())
 }
 
@@ -220,7 +224,7 @@ fn refusal(protocol: Protocol, why: LimitExceeded, hostname: &str) -> Vec<u8> {
 async fn accept_tcp(
     listener: tokio::net::TcpListener,
     protocol: Protocol,
-    limiter: ConnectionLimiter,
+    limiter: Limiter,
     ctx: SharedContext,
     token: SessionToken,
 ) {
@@ -242,14 +246,14 @@ async fn accept_tcp(
             Ok(g) => g,
             Err(why) => {
                 tracing::info!(peer = %peer, reason = %why, "connection refused");
-                refuse(stream, refusal(protocol, why, &ctx.config.hostname));
+                refuse(stream, refusal(protocol, why, &ctx.config().hostname));
                 continue;
             }
         };
         let ctx = ctx.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            let _held: (ConnectionGuard, SessionToken) = (guard, token);
+            let _held: (Slot, SessionToken) = (guard, token);
             match protocol {
                 Protocol::Imap { implicit_tls } => crate::imap::serve(stream, peer, implicit_tls, ctx).await,
                 Protocol::Pop3 { implicit_tls } => crate::pop3::serve(stream, peer, implicit_tls, ctx).await,
@@ -260,7 +264,7 @@ async fn accept_tcp(
     }
 }
 
-async fn accept_unix(listener: tokio::net::UnixListener, limiter: ConnectionLimiter, ctx: SharedContext, token: SessionToken) {
+async fn accept_unix(listener: tokio::net::UnixListener, limiter: Limiter, ctx: SharedContext, token: SessionToken) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let stream = tokio::select! {
@@ -277,14 +281,14 @@ async fn accept_unix(listener: tokio::net::UnixListener, limiter: ConnectionLimi
         let guard = match limiter.try_acquire(None) {
             Ok(g) => g,
             Err(why) => {
-                refuse(stream, refusal(Protocol::Lmtp, why, &ctx.config.hostname));
+                refuse(stream, refusal(Protocol::Lmtp, why, &ctx.config().hostname));
                 continue;
             }
         };
         let ctx = ctx.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            let _held: (ConnectionGuard, SessionToken) = (guard, token);
+            let _held: (Slot, SessionToken) = (guard, token);
             crate::lmtp::serve(stream, crate::lmtp::Peer::Unix, ctx).await
         });
     }
@@ -314,8 +318,35 @@ async fn accept_control(listener: tokio::net::UnixListener, ctx: SharedContext, 
         let token = token.clone();
         tokio::spawn(async move {
             let _held = (permit, token);
-            crate::quota::undelete::serve_connection(stream, ctx).await
+            crate::control::serve_connection(stream, ctx).await
         });
+    }
+}
+
+/// SIGHUP: reload the config, as the control socket's `reload` does (the result is logged).
+async fn reload_on_sighup(ctx: SharedContext) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; reload through the control socket only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            r = hup.recv() => {
+                if r.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                let answer = crate::control::reload(&ctx).await;
+                if !answer.ok {
+                    tracing::warn!(errors = ?answer.errors, "SIGHUP reload refused");
+                }
+            }
+            _ = triggered(&mut shutdown) => return,
+        }
     }
 }
 
@@ -358,6 +389,14 @@ async fn purge_loop(ctx: SharedContext) {
             }
             Ok(Err(e)) => tracing::error!(error = %e, "purge of expired messages failed; retried at the next run"),
             Err(e) => tracing::error!(error = %e, "purge task failed; retried at the next run"),
+        }
+        // XDEDUP records live as long as retained mail.
+        let retention = i64::try_from(ctx.config().store.retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+        let ctx2 = ctx.clone();
+        match tokio::task::spawn_blocking(move || ctx2.dedup.purge(now.saturating_sub(retention))).await {
+            Ok(Ok(dropped)) => tracing::info!(dropped, kept = ctx.dedup.len(), "purged expired duplicate-suppression records"),
+            Ok(Err(e)) => tracing::error!(error = %e, "purge of duplicate-suppression records failed; retried at the next run"),
+            Err(e) => tracing::error!(error = %e, "dedup purge task failed; retried at the next run"),
         }
     }
 }

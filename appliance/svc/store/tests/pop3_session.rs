@@ -75,7 +75,7 @@ async fn start(data: &DataDir, opts: Options) -> Server {
     let store = Store::open(&data.store_dir(), StoreConfig::default()).unwrap();
     let tls = hermes_runtime::tls::load_acceptor(data).unwrap();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let ctx = Arc::new(Context { config, data: data.clone(), directory, store, tls: Some(tls), shutdown: shutdown_rx });
+    let ctx = Arc::new(Context::new(config, data.clone(), directory, store, Some(tls), shutdown_rx).unwrap());
     let mut addrs = Vec::new();
     let mut accept = Vec::new();
     for kind in 0..3 {

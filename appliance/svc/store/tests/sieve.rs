@@ -445,3 +445,54 @@ async fn delivery_runs_the_active_script() {
     );
     assert_eq!(server.messages("carol@example.org").len(), 5, "vacation keeps every message");
 }
+
+/// One LMTP transaction with `MAIL FROM:<from> XDEDUP=token`; the replies after DATA.
+async fn lmtp_dedup(addr: &str, token: &str, rcpt: &str, body: &str) -> Vec<String> {
+    let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut r = BufReader::new(r);
+    let read = async |r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>| loop {
+        let mut l = String::new();
+        tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut l)).await.unwrap().unwrap();
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return l.trim_end().to_string();
+        }
+    };
+    read(&mut r).await;
+    w.write_all(format!("LHLO test\r\nMAIL FROM:<friend@example.net> XDEDUP={token}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes())
+        .await
+        .unwrap();
+    for expect in ["250", "250", "250", "354"] {
+        let l = read(&mut r).await;
+        assert!(l.starts_with(expect), "{l}");
+    }
+    w.write_all(body.replace('\n', "\r\n").as_bytes()).await.unwrap();
+    w.write_all(b".\r\n").await.unwrap();
+    let reply = read(&mut r).await;
+    w.write_all(b"QUIT\r\n").await.unwrap();
+    vec![reply]
+}
+
+/// XDEDUP: a suppressed duplicate runs no Sieve action (a redirect is sent once per token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppressed_duplicate_runs_no_sieve_action() {
+    let (relay, mut sink) = smtp_sink().await;
+    let mut server = Server::start(&relay).await;
+    let mut c = login(&server, "bob").await;
+    assert!(last(&c.put("s", "redirect \"elsewhere@remote.example\";\n").await).starts_with("OK"));
+    assert!(last(&c.cmd("SETACTIVE \"s\"").await).starts_with("OK"));
+    c.cmd("LOGOUT").await;
+    let body = msg("friend@example.net", "bob@example.org", "forward-me", "");
+    let r = lmtp_dedup(&server.lmtp, "tok-1", "bob@example.org", &body).await;
+    assert!(r[0].starts_with("250 2.0.0") && !r[0].contains("duplicate"), "{r:?}");
+    let (_, to, _) = tokio::time::timeout(Duration::from_secs(10), sink.recv()).await.unwrap().unwrap();
+    assert_eq!(to, "<elsewhere@remote.example>");
+    let r = lmtp_dedup(&server.lmtp, "tok-1", "bob@example.org", &body).await;
+    assert_eq!(r, ["250 2.0.0 <bob@example.org> already delivered (duplicate suppressed)"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(sink.try_recv().is_err(), "the redirect ran again for a suppressed duplicate");
+    // Another token is another delivery: redirected again.
+    let r = lmtp_dedup(&server.lmtp, "tok-2", "bob@example.org", &body).await;
+    assert!(!r[0].contains("duplicate"), "{r:?}");
+    tokio::time::timeout(Duration::from_secs(10), sink.recv()).await.unwrap().unwrap();
+    server.stop().await;
+}

@@ -41,7 +41,7 @@ pub(super) async fn append(
         Ok(n) => n,
         Err(r) => return Ok(r),
     };
-    let max = s.ctx.config.limits.max_message_bytes;
+    let max = s.ctx.config().limits.max_message_bytes;
     let mut new = Vec::with_capacity(messages.len());
     for m in messages {
         if m.data.len() as u64 > max {
@@ -69,12 +69,16 @@ pub(super) async fn append(
     let result = s
         .store_call("APPEND", true, move |u| {
             let info = u.mailbox(&store_name).ok_or(StoreError::NoSuchMailbox)?;
-            u.append(info.id, new)
+            u.append(info.id, new).map(|(v, uids)| (info.id, v, uids))
         })
         .await;
     match result {
-        Ok((uidvalidity, uids)) => {
+        Ok((mailbox, uidvalidity, uids)) => {
+            if let Some(store) = s.user_store() {
+                crate::index::ingest::stored(store, mailbox, uidvalidity, uids.clone());
+            }
             tracing::debug!(messages = count, "appended");
+            crate::control::Stats::add(&s.ctx.stats.messages_appended, count as u64);
             let set = p::response::sequence_set(uids.iter().copied());
             Ok(Reply::ok("APPEND completed").with_code(format!("APPENDUID {uidvalidity} {set}")))
         }

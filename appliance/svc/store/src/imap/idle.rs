@@ -33,7 +33,7 @@ pub(super) async fn idle(s: &mut Session) -> Result<Reply, End> {
     s.io.flush().await?;
     // An idling connection may stay for 29 minutes; thousands of them must cost little.
     s.release_idle_buffers();
-    let timeout = Duration::from_secs(s.ctx.config.limits.idle_timeout_secs);
+    let timeout = Duration::from_secs(s.ctx.config().limits.idle_timeout_secs);
     let mut rbuf = [0u8; 512];
     loop {
         // Input already buffered (pipelined DONE) is handled before waiting.

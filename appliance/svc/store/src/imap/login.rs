@@ -101,7 +101,7 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
             return Ok(Reply::server_bug());
         }
     };
-    let max = s.ctx.config.limits.max_sessions_per_user;
+    let max = s.ctx.config().limits.max_sessions_per_user;
     let Some(slot) = SessionSlot::acquire(auth.user_id(), max) else {
         tracing::info!(user = auth.address(), "too many sessions");
         return Ok(Reply::no("Too many simultaneous sessions for this user").with_code("LIMIT"));
@@ -117,8 +117,9 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
         }
     };
     // The quota lives in the directory; the store enforces it atomically with each append.
-    crate::quota::apply_account(&user_store, auth.account());
+    crate::quota::apply_account(&user_store, auth.account(), &s.ctx.config().store);
     auth::record_success(s.peer.ip());
+    crate::control::Stats::add(&s.ctx.stats.logins_ok, 1);
     tracing::info!(user = auth.address(), "logged in");
     s.user = Some(LoggedIn::new(auth, user_store, slot));
     let limits = s.full_limits();
@@ -129,7 +130,8 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
 
 /// A failed attempt: wait the per-address delay, count it, and disconnect after too many.
 async fn failed(s: &mut Session, why: &'static str) -> Result<Reply, End> {
-    let delay = auth::record_failure(s.peer.ip(), &s.ctx.config.limits);
+    let delay = auth::record_failure(s.peer.ip(), &s.ctx.config().limits);
+    crate::control::Stats::add(&s.ctx.stats.logins_failed, 1);
     s.auth_failures += 1;
     tracing::debug!(
         reason = why,

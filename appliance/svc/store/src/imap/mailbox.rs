@@ -379,7 +379,7 @@ pub(super) async fn list(s: &mut Session, cmd: ListCommand) -> Result<Reply, End
         Err(r) => return Ok(r),
     };
     let entries = list::list(&boxes, &subs, &q);
-    let limit = s.ctx.config.limits.max_message_bytes;
+    let limit = s.ctx.config().limits.max_message_bytes;
     for e in entries {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(b"* LIST (");
@@ -537,7 +537,7 @@ pub(super) async fn status(
         &info,
         items,
         deleted,
-        s.ctx.config.limits.max_message_bytes,
+        s.ctx.config().limits.max_message_bytes,
         s.utf8,
     );
     s.send(&out).await?;

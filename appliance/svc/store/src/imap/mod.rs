@@ -56,6 +56,7 @@ pub async fn serve(
     implicit_tls: bool,
     ctx: crate::SharedContext,
 ) {
+    crate::control::Stats::add(&ctx.stats.imap_sessions, 1);
     session::run(stream, peer, implicit_tls, ctx).await
 }
 

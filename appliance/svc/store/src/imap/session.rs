@@ -122,9 +122,9 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, implicit_tls: bool, ct
     let span = tracing::info_span!("imap", session = id, peer = %peer);
     async move {
         let _ = tcp.set_nodelay(true);
-        let prelogin = Duration::from_secs(ctx.config.limits.prelogin_timeout_secs);
+        let prelogin = Duration::from_secs(ctx.config().limits.prelogin_timeout_secs);
         let stream = if implicit_tls {
-            let Some(acceptor) = ctx.tls.clone() else {
+            let Some(acceptor) = ctx.tls() else {
                 tracing::warn!("implicit TLS connection but no certificate loaded");
                 return;
             };
@@ -204,7 +204,7 @@ impl Session {
 
     /// Reads once from the client (with the prelogin or idle timeout) and feeds the reader.
     pub async fn fill(&mut self) -> Result<(), End> {
-        let limits = &self.ctx.config.limits;
+        let limits = &self.ctx.config().limits;
         let secs = if self.user.is_some() {
             limits.idle_timeout_secs
         } else {
@@ -552,7 +552,7 @@ impl Session {
         if self.io.get_ref().is_tls() {
             return self.finish(tag, Reply::bad("TLS is already active")).await;
         }
-        let Some(acceptor) = self.ctx.tls.clone() else {
+        let Some(acceptor) = self.ctx.tls() else {
             return self
                 .finish(tag, Reply::no("STARTTLS is not available"))
                 .await;
@@ -575,7 +575,7 @@ impl Session {
         let Stream::Plain(tcp) = plain else {
             return Err(End::Closed);
         };
-        let timeout = Duration::from_secs(self.ctx.config.limits.prelogin_timeout_secs);
+        let timeout = Duration::from_secs(self.ctx.config().limits.prelogin_timeout_secs);
         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
                 self.io = BufWriter::with_capacity(WRITE_BUFFER, Stream::Tls(Box::new(tls)));
@@ -595,7 +595,7 @@ impl Session {
     /// Whether LOGIN and AUTHENTICATE are refused (clear text, and not an allowed loopback).
     pub fn login_disabled(&self) -> bool {
         let loopback_allowed =
-            self.peer.ip().is_loopback() && self.ctx.config.imap.plaintext_auth_on_loopback;
+            self.peer.ip().is_loopback() && self.ctx.config().imap.plaintext_auth_on_loopback;
         !(self.io.get_ref().is_tls() || loopback_allowed)
     }
 
@@ -603,7 +603,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps: Vec<String> = vec!["IMAP4rev1".into(), "IMAP4rev2".into()];
         if self.user.is_none() {
-            if !self.io.get_ref().is_tls() && self.ctx.tls.is_some() {
+            if !self.io.get_ref().is_tls() && self.ctx.tls().is_some() {
                 caps.push("STARTTLS".into());
             }
             if self.login_disabled() {
@@ -642,6 +642,7 @@ impl Session {
             "WITHIN",
             "QUOTA",
             "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
         ] {
             caps.push(c.into());
         }
@@ -651,14 +652,14 @@ impl Session {
         }
         caps.push(format!(
             "APPENDLIMIT={}",
-            self.ctx.config.limits.max_message_bytes
+            self.ctx.config().limits.max_message_bytes
         ));
         caps.join(" ")
     }
 
     /// The framing limits after login.
     pub fn full_limits(&self) -> FrameLimits {
-        let l = &self.ctx.config.limits;
+        let l = &self.ctx.config().limits;
         FrameLimits {
             max_line: l.max_line,
             max_literal: l.max_message_bytes,

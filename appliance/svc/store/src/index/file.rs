@@ -52,7 +52,7 @@ pub struct Loaded {
     pub damage: Option<String>,
 }
 
-fn header(mailbox: u64, uidvalidity: u32) -> Vec<u8> {
+pub(crate) fn header(mailbox: u64, uidvalidity: u32) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_LEN as usize);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&mailbox.to_le_bytes());

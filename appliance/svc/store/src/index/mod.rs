@@ -5,7 +5,8 @@
 //! What it is: a process-wide registry of [`MailboxIndex`]es (one per mailbox, behind an
 //! `Arc`), each an in-memory map UID → [`Entry`] mirrored by an append-only file
 //! (`users/<id>/cache/search-<mailbox-id>.idx`, see [`file`]). Entries are added incrementally
-//! by UID: in the background after SELECT ([`prefetch`]) and synchronously by SEARCH/SORT for a
+//! by UID: at delivery and APPEND time ([`ingest`], in the background), in the background after
+//! SELECT ([`prefetch`]) and synchronously by SEARCH/SORT for a
 //! few new messages ([`MailboxIndex::index_uids`]); entries of expunged messages are pruned
 //! ([`MailboxIndex::prune`]) and the file compacted when it holds mostly dead entries.
 //! What it is not: a source of truth, a full-text engine (no tokens, no ranking: substring
@@ -32,6 +33,7 @@
 
 pub mod entry;
 pub mod file;
+pub mod ingest;
 
 pub use entry::{Entry, Needle};
 

@@ -152,7 +152,7 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
             return Ok(false);
         }
     };
-    let max = s.ctx.config.limits.max_sessions_per_user;
+    let max = s.ctx.config().limits.max_sessions_per_user;
     let Some(slot) = SessionSlot::acquire(authenticated.user_id(), max) else {
         tracing::info!(user = authenticated.address(), "too many sessions");
         s.reply(&Response::err("Too many simultaneous sessions for this user").with_code(RespCode::InUse)).await?;
@@ -161,10 +161,11 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
     let store = s.ctx.store.clone();
     let uid = authenticated.user_id().clone();
     let account = authenticated.account().clone();
+    let config = s.ctx.config();
     let opened = tokio::task::spawn_blocking(move || {
         let user = store.user(&uid)?;
         // Keeps the quota (and so the warning levels) current for this user.
-        crate::quota::apply_account(&user, &account);
+        crate::quota::apply_account(&user, &account, &config.store);
         let inbox = user.mailbox("INBOX").ok_or(hermes_store::StoreError::NoSuchMailbox)?;
         let view = user.view(inbox.id)?;
         Ok::<_, hermes_store::StoreError>((user, view))
@@ -184,6 +185,7 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
         }
     };
     auth::record_success(s.peer.ip());
+    crate::control::Stats::add(&s.ctx.stats.logins_ok, 1);
     let maildrop = Maildrop::from_view(&view);
     let (count, octets) = maildrop.stat();
     tracing::info!(user = authenticated.address(), messages = count, octets, "logged in");
@@ -194,7 +196,8 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
 
 /// A failed attempt: wait the per-address delay, count it, and close after too many.
 async fn failed(s: &mut Session, why: &'static str) -> Result<bool, End> {
-    let delay = auth::record_failure(s.peer.ip(), &s.ctx.config.limits);
+    let delay = auth::record_failure(s.peer.ip(), &s.ctx.config().limits);
+    crate::control::Stats::add(&s.ctx.stats.logins_failed, 1);
     s.auth_failures += 1;
     tracing::debug!(reason = why, delay_ms = delay.as_millis() as u64, "authentication failed");
     s.io.flush().await?;

@@ -41,6 +41,7 @@ use tokio::net::TcpStream;
 /// Serves one POP3 connection until QUIT, the connection drops, a timeout expires or the
 /// service shuts down. `implicit_tls`: the POP3S port (handshake first).
 pub async fn serve(stream: TcpStream, peer: SocketAddr, implicit_tls: bool, ctx: crate::SharedContext) {
+    crate::control::Stats::add(&ctx.stats.pop3_sessions, 1);
     session::run(stream, peer, implicit_tls, ctx).await
 }
 

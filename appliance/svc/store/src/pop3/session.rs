@@ -96,11 +96,11 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, implicit_tls: bool, ct
     async move {
         let _ = tcp.set_nodelay(true);
         let stream = if implicit_tls {
-            let Some(acceptor) = ctx.tls.clone() else {
+            let Some(acceptor) = ctx.tls() else {
                 tracing::warn!("implicit TLS connection but no certificate loaded");
                 return;
             };
-            let prelogin = Duration::from_secs(ctx.config.limits.prelogin_timeout_secs);
+            let prelogin = Duration::from_secs(ctx.config().limits.prelogin_timeout_secs);
             match tokio::time::timeout(prelogin, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
                 Ok(Err(e)) => {
@@ -175,7 +175,7 @@ impl Session {
     /// Reads once from the client (with the state's timeout, watching for shutdown) and feeds
     /// the reader. A timeout, EOF or shutdown ends the session without UPDATE.
     pub async fn fill(&mut self) -> Result<(), End> {
-        let limits = &self.ctx.config.limits;
+        let limits = &self.ctx.config().limits;
         let secs = match self.state {
             State::Authorization { .. } => limits.prelogin_timeout_secs,
             State::Transaction(_) => limits.idle_timeout_secs,
@@ -292,7 +292,7 @@ impl Session {
         if self.io.get_ref().is_tls() {
             return self.error(Response::err("TLS is already active")).await;
         }
-        let Some(acceptor) = self.ctx.tls.clone() else {
+        let Some(acceptor) = self.ctx.tls() else {
             return self.error(Response::err("STLS is not available")).await;
         };
         // CVE-2011-0411 class: input pipelined after STLS arrived in clear text and must not
@@ -307,7 +307,7 @@ impl Session {
         let Stream::Plain(tcp) = plain else {
             return Err(End::Closed);
         };
-        let timeout = Duration::from_secs(self.ctx.config.limits.prelogin_timeout_secs);
+        let timeout = Duration::from_secs(self.ctx.config().limits.prelogin_timeout_secs);
         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
                 self.io = BufWriter::with_capacity(WRITE_BUFFER, Stream::Tls(Box::new(tls)));
@@ -328,7 +328,7 @@ impl Session {
     /// Whether USER/PASS and AUTH PLAIN may be used now: over TLS, or from loopback when the
     /// config allows clear text there.
     pub fn plaintext_allowed(&self) -> bool {
-        let loopback_allowed = self.peer.ip().is_loopback() && self.ctx.config.pop3.plaintext_auth_on_loopback;
+        let loopback_allowed = self.peer.ip().is_loopback() && self.ctx.config().pop3.plaintext_auth_on_loopback;
         self.io.get_ref().is_tls() || loopback_allowed
     }
 
@@ -346,7 +346,7 @@ impl Session {
             } else {
                 caps.push("UTF8".into());
             }
-            if !self.io.get_ref().is_tls() && self.ctx.tls.is_some() {
+            if !self.io.get_ref().is_tls() && self.ctx.tls().is_some() {
                 caps.push("STLS".into());
             }
         }

@@ -1,4 +1,5 @@
-//! Undelete: the store service's control socket `run/store.sock` (JSON lines) and
+//! Undelete and the control protocol of the store service's socket `run/store.sock` (JSON
+//! lines; served by [`crate::control`]): the [`Request`] and [`Response`] types, and
 //! `hermes undelete ACCOUNT [--mailbox M] [--since T] [--until T] [--list] [--json]`.
 //!
 //! One request line, one response line:
@@ -19,22 +20,18 @@
 //!   the user see the messages as new mail through the store's change notices.
 //! - Errors name the account or the filter, never a path or an internal detail.
 
-use crate::SharedContext;
 use anyhow::{Context as _, bail};
-use hermes_core::config::Config;
+use hermes_core::config::{Config, StoreSettings};
 use hermes_core::directory::Directory;
 use hermes_core::paths::DataDir;
 use hermes_store::{RetainedFilter, RetainedMessage, RetainedReason, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// Longest request line: an address, a mailbox name (at most 1 KiB) and two times.
 pub const MAX_REQUEST: u64 = 16 * 1024;
 /// Longest response the client reads: about a million retained messages in JSON.
 pub const MAX_RESPONSE: u64 = 512 * 1024 * 1024;
-/// How long the server waits for a request line before closing the connection.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -52,6 +49,11 @@ pub enum Request {
     /// `{"ok":true,"usage":[{"account":...,"live_bytes":...},...]}`, one entry per account
     /// found, in order; unknown accounts are left out.
     Usage { accounts: Vec<String> },
+    /// Re-read `DATA/config/hermes.toml` and apply what can be applied live
+    /// (see [`crate::control`]). Only the running service answers it.
+    Reload {},
+    /// Cumulative counters since the service started (see [`crate::control::Stats`]).
+    Stats {},
 }
 
 /// Accounts per `usage` request: one page of the admin UI's account list, with room to spare.
@@ -66,6 +68,9 @@ pub struct UsageEntry {
     pub retained_bytes: u64,
     pub retained_messages: u64,
     pub quota_bytes: u64,
+    /// The message limit that applies (RFC 9208 MESSAGE); `None`: unlimited.
+    #[serde(default)]
+    pub quota_messages: Option<u64>,
 }
 
 /// Which retained messages: every given condition must hold (see [`RetainedFilter`]).
@@ -129,9 +134,21 @@ pub struct Response {
     /// The `usage` op's answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<UsageEntry>,
+    /// `reload`: the settings applied live (`store.retention_days`, `tls.certificate`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Vec<String>>,
+    /// `reload`: changed settings that take effect only at the next restart (`store.imap.listen`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_needed: Option<Vec<String>>,
+    /// `reload` refused: every problem found in the new config (the old one stays in force).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// `stats`: the counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::control::StatsSnapshot>,
 }
 
-fn error(text: impl Into<String>) -> Response {
+pub(crate) fn error(text: impl Into<String>) -> Response {
     Response { ok: false, error: Some(text.into()), ..Response::default() }
 }
 
@@ -155,10 +172,13 @@ fn entry(m: &RetainedMessage) -> Entry {
 
 /// Runs one request against an open store. Blocking (store calls fsync): use
 /// `spawn_blocking` from async code.
-pub fn execute(store: &Store, directory: &Directory, request: &Request) -> Response {
+/// `settings` gives the site's default message limit (for accounts without their own).
+/// `reload` and `stats` concern a running service: here they are refused.
+pub fn execute(store: &Store, directory: &Directory, settings: &StoreSettings, request: &Request) -> Response {
     let (account, filter, list) = match request {
         Request::Undelete { account, filter, list } => (account, filter, list),
-        Request::Usage { accounts } => return usage(store, directory, accounts),
+        Request::Usage { accounts } => return usage(store, directory, settings, accounts),
+        Request::Reload {} | Request::Stats {} => return error("the store service is not running"),
     };
     let found = match directory.lookup(account) {
         Ok(Some(a)) => a,
@@ -175,7 +195,7 @@ pub fn execute(store: &Store, directory: &Directory, request: &Request) -> Respo
             return error("the account's mail store could not be opened");
         }
     };
-    crate::quota::apply_account(&user, &found);
+    crate::quota::apply_account(&user, &found, settings);
     let filter = RetainedFilter::from(filter);
     let listed = user.list_retained(&filter);
     let mut response = Response { ok: true, account: found.address.clone(), listed: *list, ..Response::default() };
@@ -222,7 +242,7 @@ pub fn execute(store: &Store, directory: &Directory, request: &Request) -> Respo
 }
 
 /// The `usage` op: live and retained totals (O(1) per loaded user) for each known account.
-fn usage(store: &Store, directory: &Directory, accounts: &[String]) -> Response {
+fn usage(store: &Store, directory: &Directory, settings: &StoreSettings, accounts: &[String]) -> Response {
     if accounts.len() > MAX_USAGE_ACCOUNTS {
         return error(format!("at most {MAX_USAGE_ACCOUNTS} accounts per usage request"));
     }
@@ -243,7 +263,7 @@ fn usage(store: &Store, directory: &Directory, accounts: &[String]) -> Response 
                 return error("an account's mail store could not be opened");
             }
         };
-        crate::quota::apply_account(&user, &found);
+        crate::quota::apply_account(&user, &found, settings);
         let d = user.usage_detail();
         response.usage.push(UsageEntry {
             account: found.address.clone(),
@@ -252,56 +272,10 @@ fn usage(store: &Store, directory: &Directory, accounts: &[String]) -> Response 
             retained_bytes: d.retained_bytes,
             retained_messages: d.retained_messages,
             quota_bytes: found.quota_bytes,
+            quota_messages: found.quota_messages.resolve(settings.default_quota_messages),
         });
     }
     response
-}
-
-/// Serves one control connection: request lines until EOF, each answered with one line.
-pub async fn serve_connection(stream: tokio::net::UnixStream, ctx: SharedContext) {
-    let (r, mut w) = stream.into_split();
-    let mut r = tokio::io::BufReader::new(r);
-    loop {
-        let mut line = Vec::new();
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, (&mut r).take(MAX_REQUEST + 1).read_until(b'\n', &mut line)).await;
-        let n = match read {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "control connection read failed");
-                return;
-            }
-            Err(_) => return, // idle: close
-        };
-        if n == 0 {
-            return;
-        }
-        let too_long = line.len() as u64 > MAX_REQUEST;
-        let response = if too_long {
-            error("request too long")
-        } else {
-            match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => {
-                    let ctx = ctx.clone();
-                    match tokio::task::spawn_blocking(move || execute(&ctx.store, &ctx.directory, &req)).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(error = %e, "control request task failed");
-                            error("internal error")
-                        }
-                    }
-                }
-                Err(e) => error(format!("bad request: {e}")),
-            }
-        };
-        let mut out = match serde_json::to_vec(&response) {
-            Ok(v) => v,
-            Err(_) => br#"{"ok":false,"error":"internal error"}"#.to_vec(),
-        };
-        out.push(b'\n');
-        if w.write_all(&out).await.is_err() || too_long {
-            return;
-        }
-    }
 }
 
 /// What `hermes undelete` asks for.
@@ -365,14 +339,19 @@ pub fn undelete_command(data: &DataDir, args: &Args) -> anyhow::Result<()> {
 pub fn render(r: &Response) -> String {
     let mut s = String::new();
     let when = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| t.to_string())
+        chrono::DateTime::from_timestamp(t, 0)
+            .map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
+            .unwrap_or_else(|| t.to_string())
     };
     if r.listed {
         if r.messages.is_empty() {
             s.push_str(&format!("no restorable messages for {}\n", r.account));
             return s;
         }
-        s.push_str(&format!("{:<20}  {:>8}  {:>10}  {:<20}  {:<20}  FLAGS\n", "EXPUNGED", "UID", "SIZE", "MAILBOX", "REASON"));
+        s.push_str(&format!(
+            "{:<20}  {:>8}  {:>10}  {:<20}  {:<20}  FLAGS\n",
+            "EXPUNGED", "UID", "SIZE", "MAILBOX", "REASON"
+        ));
         for e in &r.messages {
             s.push_str(&format!(
                 "{:<20}  {:>8}  {:>10}  {:<20}  {:<20}  {}\n",
@@ -450,7 +429,8 @@ fn direct(
         Err(e) => return Err(e).context("opening the store"),
     };
     store.set_quota_warnings(crate::quota::warning_composer(&config.hostname));
-    let mut r = execute(&store, &directory, request);
+    store.set_quota_warning_percents(config.store.quota_warning_percents.clone());
+    let mut r = execute(&store, &directory, &config.store, request);
     r.offline = true;
     Ok(r)
 }
@@ -476,5 +456,8 @@ mod tests {
         assert_eq!(r, Request::Undelete { account: "a@b.org".into(), filter: Filter::default(), list: true });
         assert!(serde_json::from_str::<Request>(r#"{"op":"undelete","account":"a","lsit":true}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"drop","account":"a"}"#).is_err());
+        assert_eq!(serde_json::from_str::<Request>(r#"{"op":"reload"}"#).unwrap(), Request::Reload {});
+        assert_eq!(serde_json::from_str::<Request>(r#"{"op":"stats"}"#).unwrap(), Request::Stats {});
+        assert!(serde_json::from_str::<Request>(r#"{"op":"stats","x":1}"#).is_err());
     }
 }

@@ -58,8 +58,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: SharedContext) {
             Ok(Next::StartTls) => {}
             Ok(Next::Close) | Err(_) => return,
         }
-        let Some(acceptor) = s.ctx.tls.clone() else { return };
-        let timeout = Duration::from_secs(s.ctx.config.limits.prelogin_timeout_secs);
+        let Some(acceptor) = s.ctx.tls() else { return };
+        let timeout = Duration::from_secs(s.ctx.config().limits.prelogin_timeout_secs);
         let mut tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => {
@@ -100,7 +100,7 @@ struct Session {
 
 impl Session {
     fn new(peer: SocketAddr, ctx: SharedContext) -> Session {
-        let engine = Engine::new(&ctx.config, &ctx.data);
+        let engine = Engine::new(&ctx.config(), &ctx.data);
         Session {
             reader: ms::Reader::new(Limits { max_line: MAX_LINE, max_literal: PRELOGIN_MAX_LITERAL, max_tokens: 4 }),
             engine,
@@ -114,7 +114,7 @@ impl Session {
     }
 
     fn plaintext_allowed(&self) -> bool {
-        self.tls || (self.peer.ip().is_loopback() && self.ctx.config.managesieve.plaintext_auth_on_loopback)
+        self.tls || (self.peer.ip().is_loopback() && self.ctx.config().managesieve.plaintext_auth_on_loopback)
     }
 
     fn capabilities(&self, out: &mut Vec<u8>) {
@@ -129,7 +129,7 @@ impl Session {
         cap("IMPLEMENTATION", Some("Hermes"));
         cap("SASL", Some(if self.plaintext_allowed() && self.user.is_none() { "PLAIN" } else { "" }));
         cap("SIEVE", Some(&super::sieve_capability()));
-        if !self.tls && self.ctx.tls.is_some() && self.user.is_none() {
+        if !self.tls && self.ctx.tls().is_some() && self.user.is_none() {
             cap("STARTTLS", None);
         }
         cap("MAXREDIRECTS", Some(&self.engine.settings.max_redirects.to_string()));
@@ -183,7 +183,7 @@ impl Session {
                 let _ = io.shutdown().await;
                 return Ok(Next::Close);
             }
-            let limits = &self.ctx.config.limits;
+            let limits = &self.ctx.config().limits;
             let timeout = Duration::from_secs(if self.user.is_some() {
                 limits.idle_timeout_secs
             } else {
@@ -262,7 +262,7 @@ impl Session {
                     Response::no("TLS is already active")
                 } else if authed {
                     Response::no("STARTTLS is only allowed before authentication")
-                } else if self.ctx.tls.is_none() {
+                } else if self.ctx.tls().is_none() {
                     Response::no("STARTTLS is not available")
                 } else {
                     return Ok((Some(Response::ok("Begin TLS negotiation now")), Some(Next::StartTls)));
@@ -319,7 +319,7 @@ impl Session {
                         break e;
                     }
                     let mut buf = vec![0u8; 4096];
-                    let timeout = Duration::from_secs(self.ctx.config.limits.prelogin_timeout_secs);
+                    let timeout = Duration::from_secs(self.ctx.config().limits.prelogin_timeout_secs);
                     let n = match tokio::time::timeout(timeout, io.read(&mut buf)).await {
                         Ok(r) => r?,
                         Err(_) => return Ok((Some(Response::bye("Connection timed out")), Some(Next::Close))),
@@ -348,7 +348,7 @@ impl Session {
         let (login, password) = match auth::decode_plain(decoded.expose()) {
             Ok(x) => x,
             Err(PlainError::Malformed) => return Ok((Some(Response::no("Malformed PLAIN response")), None)),
-            Err(PlainError::AuthzMismatch) => return Ok(self.failed(io).await?),
+            Err(PlainError::AuthzMismatch) => return self.failed(io).await,
         };
         let directory = self.ctx.directory.clone();
         let check = login.clone();
@@ -368,13 +368,14 @@ impl Session {
                 return Ok((Some(Response::no("Temporary failure, try again later").with_code("TRYLATER")), None));
             }
         };
-        let Some(slot) = SessionSlot::acquire(account.user_id(), self.ctx.config.limits.max_sessions_per_user) else {
+        let Some(slot) = SessionSlot::acquire(account.user_id(), self.ctx.config().limits.max_sessions_per_user) else {
             return Ok((
                 Some(Response::no("Too many simultaneous sessions for this user").with_code("TRYLATER")),
                 None,
             ));
         };
         auth::record_success(self.peer.ip());
+        crate::control::Stats::add(&self.ctx.stats.logins_ok, 1);
         tracing::info!(user = account.address(), "logged in");
         self.user = Some((account, slot));
         let max_literal = self.engine.scripts.max_bytes();
@@ -384,7 +385,8 @@ impl Session {
     }
 
     async fn failed<S: AsyncWrite + Unpin>(&mut self, io: &mut S) -> std::io::Result<(Option<Response>, Option<Next>)> {
-        let delay = auth::record_failure(self.peer.ip(), &self.ctx.config.limits);
+        let delay = auth::record_failure(self.peer.ip(), &self.ctx.config().limits);
+        crate::control::Stats::add(&self.ctx.stats.logins_failed, 1);
         self.auth_failures += 1;
         io.flush().await?;
         tokio::time::sleep(delay).await;
@@ -402,7 +404,7 @@ impl Session {
     async fn script_command(&mut self, cmd: Command, out: &mut Vec<u8>) -> Response {
         let Some((account, _)) = &self.user else { return Response::no("Authenticate first") };
         let user = account.user_id().clone();
-        let engine = Engine::new(&self.ctx.config, &self.ctx.data);
+        let engine = Engine::new(&self.ctx.config(), &self.ctx.data);
         let task = tokio::task::spawn_blocking(move || run_script_command(&engine, &user, cmd));
         match task.await {
             Ok((extra, r)) => {

@@ -170,7 +170,10 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
     Ok((m.ino(), m.len(), i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())))
 }
 
-static CACHE: LazyLock<Mutex<HashMap<PathBuf, (Stamp, Arc<sieve::Sieve>)>>> =
+/// Script path → (file stamp, compiled script).
+type ScriptCache = HashMap<PathBuf, (Stamp, Arc<sieve::Sieve>)>;
+
+static CACHE: LazyLock<Mutex<ScriptCache>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn cache_get(path: &Path, stamp: Stamp) -> Option<Arc<sieve::Sieve>> {

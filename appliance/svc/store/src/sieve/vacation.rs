@@ -91,9 +91,7 @@ pub fn must_not_answer(return_path: &str, raw: &[u8]) -> Option<&'static str> {
     {
         return Some("sender is list or mail software");
     }
-    let Some(msg) = mail_parser::MessageParser::new().parse_headers(raw) else {
-        return None;
-    };
+    let msg = mail_parser::MessageParser::new().parse_headers(raw)?;
     for h in msg.headers() {
         let name = h.name.as_str();
         let value = || h.value.as_text().unwrap_or("").trim().to_ascii_lowercase();

@@ -79,14 +79,7 @@ pub async fn start_with(opts: Options) -> Server {
     hermes_runtime::tls::ensure_self_signed(&data, "localhost").unwrap();
     let tls = hermes_runtime::tls::load_acceptor(&data).unwrap();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let ctx = Arc::new(Context {
-        config,
-        data: data.clone(),
-        directory,
-        store,
-        tls: Some(tls),
-        shutdown: shutdown_rx,
-    });
+    let ctx = Arc::new(Context::new(config, data.clone(), directory, store, Some(tls), shutdown_rx).unwrap());
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let implicit = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = plain.local_addr().unwrap();
