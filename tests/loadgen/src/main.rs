@@ -8,6 +8,12 @@
 //!   Every command is one "op"; a whole loop is one "session".
 //! * **LMTP** (`--lmtp HOST:PORT --lmtp-clients M`): each client keeps one connection and delivers
 //!   10 KB messages (MAIL, RCPT to a random user, DATA) until the duration runs out.
+//! * **SMTP** (`--smtp HOST:PORT --smtp-sessions N --messages M`): N sessions send M messages
+//!   in all (MAIL, RCPT to `--rcpts-per-message` recipients of `--rcpt-pattern` in round-robin,
+//!   DATA, pipelined when offered) and time the last 250: the acceptance rate. With
+//!   `--verify-imap HOST:PORT` it then polls `STATUS INBOX (MESSAGES)` of every recipient
+//!   (logging in with `--user-pattern`/`--password`, same `{n}`) until every accepted copy is
+//!   in the store: a message counts as delivered end to end only once IMAP shows it.
 //! * **IDLE** (`--idle N`): opens N connections, logs in, selects INBOX and enters IDLE, reports
 //!   when all are idling and, given `--rss-pid PID`, the server process's VmRSS before and after
 //!   divided by N.
@@ -90,6 +96,27 @@ struct Args {
     /// Process whose VmRSS is measured before/after (IDLE mode).
     #[arg(long)]
     rss_pid: Option<u32>,
+    /// SMTP server address (HOST:PORT); enables the SMTP workload (see the module docs).
+    #[arg(long)]
+    smtp: Option<String>,
+    /// Concurrent SMTP sessions.
+    #[arg(long, default_value_t = 20)]
+    smtp_sessions: usize,
+    /// Messages sent in all (SMTP workload).
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Recipients per message (SMTP workload).
+    #[arg(long, default_value_t = 1)]
+    rcpts_per_message: usize,
+    /// Envelope sender for the SMTP workload.
+    #[arg(long, default_value = "loadgen@sender.example")]
+    mail_from: String,
+    /// SMTP workload: IMAP server where the recipients' INBOXes are counted (end to end).
+    #[arg(long)]
+    verify_imap: Option<String>,
+    /// SMTP workload: give up waiting for delivery after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    verify_timeout: f64,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -139,8 +166,11 @@ async fn run(args: Args) -> Result<()> {
         let imap = args.imap.clone().context("--idle needs --imap")?;
         return idle_mode(&args, &imap, users, n).await;
     }
+    if let Some(smtp) = args.smtp.clone() {
+        return smtp_mode(&args, &smtp).await;
+    }
     if args.imap.is_none() && args.lmtp.is_none() {
-        bail!("nothing to do: give --imap and/or --lmtp (or --idle N)");
+        bail!("nothing to do: give --imap and/or --lmtp (or --smtp, or --idle N)");
     }
     let body = Arc::new(make_message(args.message_size, "loadgen"));
     if let (Some(imap), true) = (&args.imap, args.prefill > 0) {
@@ -399,12 +429,7 @@ impl Stats {
         for (k, v) in self.lat.iter_mut() {
             v.sort_unstable();
             all.extend_from_slice(v);
-            per_op.push(OpSummary {
-                op: k,
-                count: v.len() as u64,
-                p50_ms: pct(v, 0.50),
-                p99_ms: pct(v, 0.99),
-            });
+            per_op.push(OpSummary { op: k, count: v.len() as u64, p50_ms: pct(v, 0.50), p99_ms: pct(v, 0.99) });
         }
         all.sort_unstable();
         let ops = all.len() as u64;
@@ -523,10 +548,8 @@ async fn imap_session(addr: &str, user: &User, body: &[u8], stats: &mut Stats) -
         timed(stats, "store", async { check(c.command(&format!("STORE {n} +FLAGS (\\Seen)")).await?, "STORE") })
             .await?;
     }
-    timed(stats, "append", async {
-        check(c.command_with_literal("APPEND INBOX (\\Deleted)", body).await?, "APPEND")
-    })
-    .await?;
+    timed(stats, "append", async { check(c.command_with_literal("APPEND INBOX (\\Deleted)", body).await?, "APPEND") })
+        .await?;
     timed(stats, "expunge", async { check(c.command("EXPUNGE").await?, "EXPUNGE") }).await?;
     timed(stats, "logout", async { check(c.command("LOGOUT").await?, "LOGOUT") }).await?;
     Ok(())
@@ -574,9 +597,7 @@ impl Lmtp {
     }
 
     async fn deliver(&mut self, rcpt: &str, msg: &[u8]) -> Result<()> {
-        self.w
-            .write_all(format!("MAIL FROM:<loadgen@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes())
-            .await?;
+        self.w.write_all(format!("MAIL FROM:<loadgen@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes()).await?;
         self.expect(2).await.context("MAIL")?;
         self.expect(2).await.context("RCPT")?;
         self.expect(3).await.context("DATA")?;
@@ -637,6 +658,271 @@ async fn lmtp_client(
 }
 
 // ---------------------------------------------------------------------------------------------
+// SMTP workload: acceptance rate, then end-to-end delivery counted in the store over IMAP.
+
+/// Reads one SMTP reply (multi-line aware); returns its code.
+async fn smtp_reply(r: &mut BufReader<OwnedReadHalf>) -> Result<u16> {
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("connection closed");
+        }
+        let b = line.as_bytes();
+        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).with_context(|| format!("bad reply {line:?}"))?;
+        if b.get(3) == Some(&b'-') {
+            continue;
+        }
+        return Ok(code);
+    }
+}
+
+async fn smtp_expect(r: &mut BufReader<OwnedReadHalf>, class: u16, what: &str) -> Result<()> {
+    let code = smtp_reply(r).await?;
+    if code / 100 != class {
+        bail!("{what}: reply {code}");
+    }
+    Ok(())
+}
+
+/// One SMTP session sending the messages `next` hands out; returns per-message latencies.
+#[allow(clippy::too_many_arguments, reason = "one session's whole workload; a struct would only rename it")]
+async fn smtp_session(
+    addr: String,
+    rcpts: Arc<Vec<String>>,
+    per_message: usize,
+    size: usize,
+    from: String,
+    next: Arc<AtomicU64>,
+    total: u64,
+    stats: &mut Stats,
+) -> Result<u64> {
+    let s = TcpStream::connect(&addr).await.with_context(|| format!("connect {addr}"))?;
+    s.set_nodelay(true)?;
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    smtp_expect(&mut r, 2, "greeting").await?;
+    w.write_all(b"EHLO loadgen.example.org\r\n").await?;
+    let mut pipelining = false;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("connection closed");
+        }
+        if line.get(4..).is_some_and(|c| c.trim_end().eq_ignore_ascii_case("PIPELINING")) {
+            pipelining = true;
+        }
+        if !line.starts_with("250") {
+            bail!("EHLO: {}", line.trim_end());
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    }
+    let mut sent = 0;
+    loop {
+        let j = next.fetch_add(1, Ordering::SeqCst);
+        if j >= total {
+            break;
+        }
+        let msg = make_message(size, "smtp");
+        let t = Instant::now();
+        let to: Vec<&String> = (0..per_message).map(|k| &rcpts[(j as usize * per_message + k) % rcpts.len()]).collect();
+        let mut cmds = format!("MAIL FROM:<{from}>\r\n");
+        for a in &to {
+            cmds.push_str(&format!("RCPT TO:<{a}>\r\n"));
+        }
+        cmds.push_str("DATA\r\n");
+        if pipelining {
+            w.write_all(cmds.as_bytes()).await?;
+            smtp_expect(&mut r, 2, "MAIL").await?;
+            for _ in &to {
+                smtp_expect(&mut r, 2, "RCPT").await?;
+            }
+            smtp_expect(&mut r, 3, "DATA").await?;
+        } else {
+            for line in cmds.split_inclusive("\r\n") {
+                w.write_all(line.as_bytes()).await?;
+                let class = if line.starts_with("DATA") { 3 } else { 2 };
+                smtp_expect(&mut r, class, line.trim_end()).await?;
+            }
+        }
+        w.write_all(&msg).await?; // make_message never starts a line with '.'
+        w.write_all(b".\r\n").await?;
+        smtp_expect(&mut r, 2, "end of data").await?;
+        stats.record("message", t);
+        sent += 1;
+    }
+    w.write_all(b"QUIT\r\n").await?;
+    let _ = smtp_reply(&mut r).await;
+    Ok(sent)
+}
+
+/// `STATUS INBOX (MESSAGES)` of each user, on one logged-in connection per user.
+async fn inbox_counts(conns: &mut [Imap]) -> Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(conns.len());
+    for c in conns.iter_mut() {
+        let r = check(c.command("STATUS INBOX (MESSAGES)").await?, "STATUS")?;
+        let n = r
+            .untagged
+            .iter()
+            .find_map(|l| {
+                let s = String::from_utf8_lossy(l);
+                let i = s.find("MESSAGES ")?;
+                s[i + 9..].trim_end().trim_end_matches(')').split([' ', ')']).next()?.parse().ok()
+            })
+            .context("no MESSAGES in STATUS reply")?;
+        out.push(n);
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct SmtpReport {
+    sessions: usize,
+    messages: u64,
+    recipients_per_message: usize,
+    message_size: usize,
+    accepted: u64,
+    errors: u64,
+    accept_secs: f64,
+    accepted_per_sec: f64,
+    accept_p50_ms: f64,
+    accept_p99_ms: f64,
+    /// End to end (with --verify-imap): copies found in the store, and the time from the first
+    /// connection until the last one appeared.
+    delivered: Option<u64>,
+    e2e_secs: Option<f64>,
+    delivered_per_sec: Option<f64>,
+}
+
+async fn smtp_mode(args: &Args, addr: &str) -> Result<()> {
+    let rcpt_pattern = args.rcpt_pattern.clone().unwrap_or_else(|| args.user_pattern.clone());
+    let rcpts: Arc<Vec<String>> =
+        Arc::new((1..=args.user_count).map(|n| rcpt_pattern.replace("{n}", &n.to_string())).collect());
+    let mut imap_conns = Vec::new();
+    let mut baseline = Vec::new();
+    if let Some(imap) = &args.verify_imap {
+        let users = load_users(args)?;
+        for u in &users {
+            let mut c = Imap::connect(imap).await?;
+            login(&mut c, u).await?;
+            imap_conns.push(c);
+        }
+        baseline = inbox_counts(&mut imap_conns).await?;
+    }
+    let total = args.messages as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.smtp_sessions.max(1) {
+        let (addr, rcpts, next, errors) = (addr.to_string(), rcpts.clone(), next.clone(), errors.clone());
+        let (per, size, from) = (args.rcpts_per_message.max(1), args.message_size, args.mail_from.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::default();
+            let mut sent = 0;
+            // A failed session is reconnected; the message it was on is counted as an error.
+            while next.load(Ordering::SeqCst) < total {
+                match smtp_session(
+                    addr.clone(),
+                    rcpts.clone(),
+                    per,
+                    size,
+                    from.clone(),
+                    next.clone(),
+                    total,
+                    &mut stats,
+                )
+                .await
+                {
+                    Ok(n) => {
+                        sent += n;
+                        break;
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("smtp session {i}: {e:#}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            (stats, sent)
+        }));
+    }
+    let mut stats = Stats::default();
+    let mut accepted = 0;
+    for t in tasks {
+        let (s, n) = t.await?;
+        stats.merge(s);
+        accepted += n;
+    }
+    let accept_secs = start.elapsed().as_secs_f64();
+    let lat = stats.lat.get_mut("message").map(std::mem::take).unwrap_or_default();
+    let mut lat = lat;
+    lat.sort_unstable();
+    let (mut delivered, mut e2e_secs) = (None, None);
+    if !imap_conns.is_empty() {
+        let expected = accepted * args.rcpts_per_message.max(1) as u64;
+        let deadline = Instant::now() + Duration::from_secs_f64(args.verify_timeout);
+        loop {
+            let now = inbox_counts(&mut imap_conns).await?;
+            let got: u64 = now.iter().zip(&baseline).map(|(n, b)| n.saturating_sub(*b)).sum();
+            if got >= expected || Instant::now() >= deadline {
+                e2e_secs = Some(start.elapsed().as_secs_f64());
+                delivered = Some(got);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for mut c in imap_conns {
+            let _ = c.command("LOGOUT").await;
+        }
+    }
+    let report = SmtpReport {
+        sessions: args.smtp_sessions,
+        messages: total,
+        recipients_per_message: args.rcpts_per_message.max(1),
+        message_size: args.message_size,
+        accepted,
+        errors: errors.load(Ordering::SeqCst),
+        accept_secs,
+        accepted_per_sec: accepted as f64 / accept_secs,
+        accept_p50_ms: pct(&lat, 0.50),
+        accept_p99_ms: pct(&lat, 0.99),
+        delivered,
+        e2e_secs,
+        delivered_per_sec: match (delivered, e2e_secs) {
+            (Some(d), Some(t)) => Some(d as f64 / t),
+            _ => None,
+        },
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "SMTP: {} of {} messages accepted in {:.2}s ({:.1}/s, p50 {:.2} ms, p99 {:.2} ms), {} errors",
+            report.accepted,
+            report.messages,
+            report.accept_secs,
+            report.accepted_per_sec,
+            report.accept_p50_ms,
+            report.accept_p99_ms,
+            report.errors
+        );
+        if let (Some(d), Some(t)) = (delivered, e2e_secs) {
+            println!("end to end: {d} copies in the store after {t:.2}s ({:.1}/s)", d as f64 / t);
+        }
+    }
+    if let Some(d) = delivered
+        && d < accepted * args.rcpts_per_message.max(1) as u64
+    {
+        bail!("only {d} of the accepted copies reached the store within {}s", args.verify_timeout);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // IDLE mode.
 
 fn vm_rss_kib(pid: u32) -> Result<u64> {
@@ -687,7 +973,10 @@ async fn idle_mode(args: &Args, addr: &str, users: Arc<Vec<User>>, n: usize) -> 
             while !aborted.load(Ordering::SeqCst) {
                 match vm_rss_kib(pid) {
                     Ok(now) if now.saturating_sub(before) > limit_kib => {
-                        eprintln!("RSS of {pid} grew by more than {} MiB: opening no more connections", limit_kib / 1024);
+                        eprintln!(
+                            "RSS of {pid} grew by more than {} MiB: opening no more connections",
+                            limit_kib / 1024
+                        );
                         aborted.store(true, Ordering::SeqCst);
                     }
                     Err(_) => aborted.store(true, Ordering::SeqCst),
@@ -701,7 +990,8 @@ async fn idle_mode(args: &Args, addr: &str, users: Arc<Vec<User>>, n: usize) -> 
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<()>>(n.max(1));
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (addr, user, sem, ready_tx) = (addr.to_string(), users[i % users.len()].clone(), sem.clone(), ready_tx.clone());
+        let (addr, user, sem, ready_tx) =
+            (addr.to_string(), users[i % users.len()].clone(), sem.clone(), ready_tx.clone());
         let mut done_rx = done_tx.subscribe();
         let aborted = aborted.clone();
         tasks.push(tokio::spawn(async move {

@@ -44,12 +44,26 @@ pub enum Verdict {
 pub struct Callouts {
     cache: Mutex<HashMap<String, (Verdict, Instant)>>,
     slots: Semaphore,
-    helo: String,
+    helo: Mutex<String>,
 }
 
 impl Callouts {
     pub fn new(helo: &str) -> Self {
-        Callouts { cache: Mutex::new(HashMap::new()), slots: Semaphore::new(MAX_CONCURRENT), helo: helo.to_string() }
+        Callouts {
+            cache: Mutex::new(HashMap::new()),
+            slots: Semaphore::new(MAX_CONCURRENT),
+            helo: Mutex::new(helo.to_string()),
+        }
+    }
+
+    /// The name said in EHLO (after a reload changed `server.hostname`).
+    pub fn set_helo(&self, helo: &str) {
+        *self.helo.lock().unwrap_or_else(|e| e.into_inner()) = helo.to_string();
+    }
+
+    /// Forgets cached verdicts (the routes changed).
+    pub fn clear(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn cached(&self, key: &str) -> Option<Verdict> {
@@ -97,14 +111,15 @@ impl Callouts {
 
     /// `None`: no definite answer.
     async fn ask(&self, route: &Route, address: &str) -> Option<Verdict> {
+        let helo = self.helo.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (host, port) in &route.hosts {
             let Ok(tcp) = tokio::net::TcpStream::connect((host.as_str(), *port)).await else { continue };
             let mut c = Client::new(Box::new(tcp));
-            if c.hello(&self.helo, false, true).await.is_err() {
+            if c.hello(&helo, false, true).await.is_err() {
                 continue;
             }
             if route.tls != RouteTls::None && c.has("STARTTLS") {
-                c = match c.starttls(host, &self.helo).await {
+                c = match c.starttls(host, &helo).await {
                     Ok(c) => c,
                     Err(_) => continue,
                 };

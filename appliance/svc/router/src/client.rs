@@ -2,7 +2,7 @@
 //! capabilities, optional STARTTLS, and one transaction (MAIL, RCPT..., DATA) with a result
 //! per recipient.
 //!
-//! What it is not: no connection management, DNS or retry policy (the runner's), no BDAT
+//! What it is not: no connection pooling, DNS or retry policy (the runner's), no BDAT
 //! (DATA works everywhere), no certificate verification: like Postfix's `may`/`encrypt`
 //! levels, TLS to MX hosts and departmental servers protects against passive listeners only
 //! (DANE/MTA-STS are a later issue).
@@ -49,6 +49,8 @@ pub struct Client {
     io: Box<dyn Io>,
     buf: Vec<u8>,
     pub caps: Vec<String>,
+    /// The current transaction got as far as sending the message (the server may have it).
+    data_sent: bool,
 }
 
 /// A recipient's outcome.
@@ -74,7 +76,24 @@ fn outcome(r: &Reply) -> Outcome {
 
 impl Client {
     pub fn new(io: Box<dyn Io>) -> Self {
-        Client { io, buf: Vec::new(), caps: Vec::new() }
+        Client { io, buf: Vec::new(), caps: Vec::new(), data_sent: false }
+    }
+
+    /// Whether the last [`Client::transaction`] sent the message body (so a failure may
+    /// still have delivered it); false means nothing of it reached the server.
+    pub fn data_sent(&self) -> bool {
+        self.data_sent
+    }
+
+    /// For a pooled connection: true when the server has neither closed it nor sent anything
+    /// unsolicited (a 421 before closing, for instance). Never waits.
+    pub async fn alive(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        // A zero timeout polls the read once: Pending (nothing to read) means alive.
+        tokio::time::timeout(Duration::ZERO, self.io.read(&mut b)).await.is_err()
     }
 
     async fn fill(&mut self, timeout: Duration) -> Result<(), ClientError> {
@@ -205,6 +224,7 @@ impl Client {
         rcpts: &[(String, String)],
         body: &[u8],
     ) -> Result<Vec<Outcome>, ClientError> {
+        self.data_sent = false;
         let pipelining = self.has("PIPELINING");
         let mut results: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         let mut batch = format!("MAIL FROM:<{from}>{mail_params}\r\n");
@@ -255,8 +275,12 @@ impl Client {
             for &i in &accepted {
                 results[i] = Some(outcome(&data));
             }
+            // The server still holds the transaction (MAIL accepted): end it, so that the
+            // connection can carry the next message.
+            let _ = self.command("RSET").await;
             return Ok(results.into_iter().map(|r| r.unwrap_or(Outcome::Temporary("not attempted".into()))).collect());
         }
+        self.data_sent = !accepted.is_empty();
         self.send(&dot_stuff(if accepted.is_empty() { b"" } else { body })).await?;
         if lmtp {
             for &i in &accepted {
@@ -365,6 +389,19 @@ mod tests {
         assert_eq!(dot_stuff(b".a\r\nb\r\n..\r\n"), b"..a\r\nb\r\n...\r\n.\r\n");
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+
+    #[tokio::test]
+    async fn pooled_connection_liveness() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut c = Client::new(Box::new(a));
+        assert!(c.alive().await, "open and quiet");
+        b.write_all(b"421 4.4.2 closing\r\n").await.unwrap();
+        assert!(!c.alive().await, "unsolicited bytes (a 421 before closing)");
+        let (a, b) = tokio::io::duplex(1024);
+        let mut c = Client::new(Box::new(a));
+        drop(b);
+        assert!(!c.alive().await, "closed by the server");
     }
 
     #[tokio::test]

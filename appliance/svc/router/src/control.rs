@@ -27,11 +27,38 @@ const MAX_RESPONSE: u64 = 256 * 1024 * 1024;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     List,
-    Show { id: String },
-    Flush { id: Option<String> },
-    Delete { id: String },
-    Hold { id: String },
-    Release { id: String },
+    Show {
+        id: String,
+    },
+    Flush {
+        id: Option<String>,
+    },
+    Delete {
+        id: String,
+    },
+    Hold {
+        id: String,
+    },
+    Release {
+        id: String,
+    },
+    /// Re-read `hermes.toml` and apply it ([`crate::reload`]); SIGHUP does the same.
+    Reload,
+    /// Cumulative counters since start ([`crate::Stats`]).
+    Stats,
+}
+
+/// `{"op":"stats"}`'s figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub started_at: i64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub delivered: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub queue_size: u64,
+    pub auth_failed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +82,18 @@ pub struct Response {
     /// True when the answer came from the queue folder (no router running).
     #[serde(default)]
     pub offline: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsView>,
+    /// Reload: configuration errors (the running configuration stays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Reload: settings applied live, and settings that need a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_needed: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn err(e: impl std::fmt::Display) -> Response {
@@ -64,7 +103,7 @@ fn err(e: impl std::fmt::Display) -> Response {
 /// Serves the control socket until shutdown.
 pub async fn serve(
     listener: tokio::net::UnixListener,
-    runner: Arc<Runner>,
+    ctx: crate::SharedContext,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -75,7 +114,7 @@ pub async fn serve(
             },
             _ = hermes_runtime::shutdown::triggered(&mut shutdown) => return,
         };
-        let runner = runner.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
@@ -83,7 +122,7 @@ pub async fn serve(
             let resp = match tokio::time::timeout(std::time::Duration::from_secs(10), reader.read_line(&mut line)).await
             {
                 Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
-                    Ok(req) => handle(&runner, req).await,
+                    Ok(req) => handle(&ctx, req).await,
                     Err(e) => err(format!("bad request: {e}")),
                 },
                 _ => return,
@@ -96,8 +135,40 @@ pub async fn serve(
     }
 }
 
-async fn handle(runner: &Runner, req: Request) -> Response {
+async fn handle(ctx: &crate::SharedContext, req: Request) -> Response {
+    let runner: &Runner = &ctx.runner;
     match req {
+        Request::Reload => {
+            let r = crate::reload::reload(ctx).await;
+            let (applied, restart_needed) = if r.ok { (Some(r.applied), Some(r.restart_needed)) } else { (None, None) };
+            Response {
+                ok: r.ok,
+                error: (!r.ok).then(|| "invalid configuration; the running one is kept".to_string()),
+                errors: r.errors,
+                applied,
+                restart_needed,
+                warnings: r.warnings,
+                ..Default::default()
+            }
+        }
+        Request::Stats => {
+            let s = &ctx.stats;
+            let g = crate::Stats::get;
+            Response {
+                ok: true,
+                stats: Some(StatsView {
+                    started_at: s.started_at,
+                    accepted: g(&s.accepted),
+                    rejected: g(&s.rejected),
+                    delivered: g(&s.delivered),
+                    deferred: g(&s.deferred),
+                    bounced: g(&s.bounced),
+                    queue_size: runner.queue_size() as u64,
+                    auth_failed: g(&s.auth_failed),
+                }),
+                ..Default::default()
+            }
+        }
         Request::List => Response { ok: true, messages: runner.summaries(), ..Default::default() },
         Request::Show { id } => match runner.show(&id) {
             Some(e) => Response {
@@ -188,6 +259,7 @@ fn offline(data: &DataDir, req: &Request) -> anyhow::Result<Response> {
             },
             None => err(QueueError::NotFound(id.clone())),
         },
+        Request::Reload | Request::Stats => err("no router is running"),
         // Nothing to do without a router: everything is tried when it starts.
         Request::Flush { .. } => Response { ok: true, count: 0, ..Default::default() },
         Request::Delete { id } => match queue.remove(id) {

@@ -6,12 +6,23 @@
 //! Remote domains without a route go to their MX hosts ([`crate::mx`]) on
 //! `router.remote_smtp_port`, with opportunistic STARTTLS.
 //!
-//! What it is not: no connection caching, no recipient callouts.
+//! Connections are reused: finished LMTP connections to the store and SMTP connections to a
+//! destination (host, address, port, TLS policy, AUTH user) wait in a small pool
+//! ([`POOL_IDLE`], at most `delivery_concurrency` each) for the next message, as Postfix's
+//! connection cache does; a pooled connection is checked for EOF before use, and a
+//! transaction that fails on a reused connection before the message was sent is retried
+//! once on a fresh one. When the store's LHLO advertises `XDEDUP`, the MAIL command carries
+//! `XDEDUP=<queue id>` so that a redelivery after a crash is not stored twice.
+//!
+//! What it is not: no recipient callouts (`callout`), no DNS (`mx`).
 //!
 //! Invariants:
 //! - A recipient's final state (delivered/failed) is appended to the status log (fdatasync)
-//!   before the message can be removed; a crash between a downstream 250 and that append
-//!   redelivers that recipient once (a duplicate, never a loss).
+//!   before the message can be removed (except local deliveries that finish a message and that
+//!   the store took under `XDEDUP=<queue id>`: a crash then redelivers, and the store keeps one
+//!   copy); a crash between a downstream 250 and that append
+//!   redelivers that recipient once (never a loss; the store drops the copy when it
+//!   advertised XDEDUP, a remote SMTP server may keep it).
 //! - A report (DSN) is queued before the results that caused it are logged, so a crash can
 //!   duplicate a report but never lose one. Reports are never sent for the null sender or
 //!   for reports themselves, and honour NOTIFY (RFC 3461).
@@ -25,13 +36,14 @@ use crate::client::{Client, ClientError, Outcome};
 use crate::dsn::{Action, DsnRcpt};
 use crate::queue::{EnvRecipient, Envelope, LogRecord, MessageState, Queue, QueueError, Queued, RcptState};
 use crate::resolve::{Target, resolve_local, route_for};
+use crate::{Live, Stats};
 use crate::{now_unix, rfc2822_now};
 use hermes_core::config::{Config, Route, RouteTls};
 use hermes_core::directory::Directory;
 use hermes_core::paths::DataDir;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -40,6 +52,62 @@ use tokio::task::JoinSet;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The runner re-checks the queue at least this often (held/flushed state, clock jumps).
 const IDLE_TICK: Duration = Duration::from_secs(30);
+/// How long a finished connection waits in the pool for the next message (Postfix caches
+/// SMTP connections for 2 s by default; LMTP to our own store is cheap to keep).
+pub const POOL_IDLE: Duration = Duration::from_secs(5);
+/// A pooled connection is not reused after this age (Postfix's smtp_connection_reuse_time_limit).
+pub const POOL_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// An idle connection: the client, when it was opened, when it went idle.
+struct Pooled {
+    client: Client,
+    opened: Instant,
+    idle_since: Instant,
+}
+
+/// Idle connections by destination key.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<String, Vec<Pooled>>,
+}
+
+impl Pool {
+    /// The freshest usable connection for `key`; stale ones are closed.
+    fn take(&mut self, key: &str) -> Option<(Client, Instant)> {
+        let list = self.idle.get_mut(key)?;
+        while let Some(p) = list.pop() {
+            if p.idle_since.elapsed() < POOL_IDLE && p.opened.elapsed() < POOL_MAX_AGE {
+                return Some((p.client, p.opened));
+            }
+            tokio::spawn(p.client.quit());
+        }
+        None
+    }
+
+    fn put(&mut self, key: String, client: Client, opened: Instant, max: usize) {
+        let list = self.idle.entry(key).or_default();
+        if list.len() >= max || opened.elapsed() >= POOL_MAX_AGE {
+            tokio::spawn(client.quit());
+            return;
+        }
+        list.push(Pooled { client, opened, idle_since: Instant::now() });
+    }
+
+    /// Closes connections idle too long (or all of them).
+    fn sweep(&mut self, all: bool) {
+        for list in self.idle.values_mut() {
+            let (keep, old): (Vec<_>, Vec<_>) =
+                std::mem::take(list).into_iter().partition(|p| !all && p.idle_since.elapsed() < POOL_IDLE);
+            *list = keep;
+            for p in old {
+                tokio::spawn(p.client.quit());
+            }
+        }
+        self.idle.retain(|_, l| !l.is_empty());
+    }
+}
+
+const LMTP_KEY: &str = "lmtp";
 
 /// One message in the runner's index.
 #[derive(Debug, Clone)]
@@ -65,7 +133,8 @@ pub struct Summary {
 }
 
 pub struct Runner {
-    config: Config,
+    live: Arc<Live>,
+    stats: Arc<Stats>,
     data: DataDir,
     directory: Directory,
     queue: Arc<Queue>,
@@ -73,8 +142,8 @@ pub struct Runner {
     wake: Notify,
     dest_backoff: Mutex<HashMap<String, i64>>,
     /// `None` when no resolver could be configured (remote mail is then deferred).
-    mx: Option<crate::mx::Mx>,
-    srs: crate::srs::Srs,
+    mx: RwLock<Option<Arc<crate::mx::Mx>>>,
+    pool: Mutex<Pool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,35 +152,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Runner {
     pub fn new(
-        config: Config,
+        live: Arc<Live>,
+        stats: Arc<Stats>,
         data: DataDir,
         directory: Directory,
         queue: Arc<Queue>,
         recovered: Vec<Queued>,
-        srs: crate::srs::Srs,
     ) -> Arc<Runner> {
+        let config = live.config();
         let mut index = BTreeMap::new();
         for q in recovered {
             if q.state.is_done() {
                 // Finished before a crash, not yet removed: its results are durable, remove it now.
-                if let Err(e) = queue.remove(&q.envelope.id) {
+                if let Err(e) = queue.remove_finished(&q.envelope.id) {
                     tracing::warn!(id = %q.envelope.id, error = %e, "cannot remove finished message");
                 }
                 continue;
             }
             index.insert(q.envelope.id.clone(), Entry { envelope: Arc::new(q.envelope), state: q.state, busy: false });
         }
-        let mx = match crate::mx::Mx::new(&config.router.nameservers) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::warn!(error = %e, "no DNS resolver: remote mail without a route will be deferred");
-                None
-            }
-        };
         Arc::new(Runner {
-            mx,
-            srs,
-            config,
+            mx: RwLock::new(make_mx(&config.router.nameservers)),
+            pool: Mutex::new(Pool::default()),
+            live,
+            stats,
             data,
             directory,
             queue,
@@ -119,6 +183,27 @@ impl Runner {
             wake: Notify::new(),
             dest_backoff: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.live.config()
+    }
+
+    /// Messages in the queue (the runner's index).
+    pub fn queue_size(&self) -> usize {
+        lock(&self.index).len()
+    }
+
+    /// After a reload: a new resolver when the nameservers changed, and pooled connections
+    /// closed (routes, TLS policy or credentials may have changed).
+    pub fn reconfigure(&self, nameservers_changed: bool) {
+        if nameservers_changed {
+            let ns = self.config().router.nameservers.clone();
+            *self.mx.write().unwrap_or_else(|e| e.into_inner()) = make_mx(&ns);
+        }
+        lock(&self.pool).sweep(true);
+        lock(&self.dest_backoff).clear();
+        self.wake.notify_one();
     }
 
     /// A newly queued message: deliver it now.
@@ -208,14 +293,16 @@ impl Runner {
 
     /// Runs until `shutdown` turns true, then waits (bounded) for deliveries in flight.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.config.router.delivery_concurrency));
+        let slots = Arc::new(Semaphore::new(self.config().router.delivery_concurrency));
         let mut tasks = JoinSet::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let now = now_unix();
+            lock(&self.pool).sweep(false);
             let mut next_due: Option<i64> = None;
+            let free = slots.available_permits();
             let due: Vec<String> = {
                 let idx = lock(&self.index);
                 let mut due = Vec::new();
@@ -224,7 +311,9 @@ impl Runner {
                         continue;
                     }
                     if e.state.next_retry <= now {
-                        due.push(id.clone());
+                        if due.len() < free {
+                            due.push(id.clone());
+                        }
                     } else {
                         next_due = Some(next_due.map_or(e.state.next_retry, |n: i64| n.min(e.state.next_retry)));
                     }
@@ -256,10 +345,12 @@ impl Runner {
         // Deliveries in flight finish (bounded), so their results are logged.
         let _ =
             tokio::time::timeout(crate::run::DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+        lock(&self.pool).sweep(true);
     }
 
     fn backoff(&self, attempts: u32) -> i64 {
-        let r = &self.config.router;
+        let config = self.config();
+        let r = &config.router;
         let shift = attempts.saturating_sub(1).min(20);
         (r.retry_min_secs.saturating_mul(1u64 << shift)).min(r.retry_max_secs) as i64
     }
@@ -282,7 +373,8 @@ impl Runner {
         let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
         let local: Vec<usize> = pending.iter().copied().filter(|&i| env.recipients[i].local).collect();
         if !local.is_empty() {
-            let results = self.deliver_lmtp(&env, &local, &body).await;
+            let (results, dedup) = self.deliver_lmtp(&env, &local, &body).await;
+            let remote_pending = pending.len() > local.len();
             // Log successful local deliveries at once, before any slow remote attempt: the
             // window in which a crash causes a duplicate is this one fdatasync. (Failures wait
             // for `finish`, which queues their reports before logging them.)
@@ -301,11 +393,22 @@ impl Runner {
                         LogRecord::Rcpt { i: *i, state: RcptState::Delivered, reply: text, at: now }
                     })
                     .collect();
-                let q = self.queue.clone();
-                let idc = id.to_string();
-                let recs = records.clone();
-                match tokio::task::spawn_blocking(move || q.append(&idc, &recs)).await {
+                // When these deliveries finish the message and the store holds each copy under
+                // XDEDUP=<queue id>, the status log need not be fdatasync'd first: the message
+                // is removed next, and if a crash undoes that, the redelivery is answered 250 by
+                // the store without a second copy. Otherwise the results are logged durably.
+                let finishes_here = dedup && outcomes.is_empty() && !remote_pending;
+                let logged = if finishes_here {
+                    Ok(Ok(()))
+                } else {
+                    let q = self.queue.clone();
+                    let idc = id.to_string();
+                    let recs = records.clone();
+                    tokio::task::spawn_blocking(move || q.append(&idc, &recs)).await
+                };
+                match logged {
                     Ok(Ok(())) => {
+                        Stats::add(&self.stats.delivered, early.len() as u64);
                         for (r, (i, _)) in records.iter().zip(&early) {
                             tracing::info!(id = %id, rcpt = %env.recipients[*i].address, state = "delivered", "delivery attempt");
                             state.apply(r);
@@ -327,7 +430,7 @@ impl Runner {
         }
         for ((domain, forwarded), idxs) in by_domain {
             let from = if forwarded {
-                self.srs.forward(&env.from).unwrap_or_else(|| env.from.clone())
+                self.live.srs().forward(&env.from).unwrap_or_else(|| env.from.clone())
             } else {
                 env.from.clone()
             };
@@ -339,7 +442,8 @@ impl Runner {
                 );
                 continue;
             }
-            let res = match route_for(&self.config, &domain) {
+            let config = self.config();
+            let res = match route_for(&config, &domain) {
                 Some(route) => self.deliver_route(route, &from, &env, &idxs, &body).await,
                 None => match self.deliver_mx(&domain, &from, &env, &idxs, &body).await {
                     Err(MxFail::Permanent(text)) => {
@@ -358,7 +462,7 @@ impl Runner {
                 Err(e) => {
                     let text = e.to_string();
                     tracing::info!(id = %id, domain = %domain, error = %text, "destination unavailable");
-                    lock(&self.dest_backoff).insert(domain, now_unix() + self.config.router.retry_min_secs as i64);
+                    lock(&self.dest_backoff).insert(domain, now_unix() + config.router.retry_min_secs as i64);
                     outcomes.extend(idxs.iter().map(|&i| (i, Outcome::Temporary(text.clone()))));
                 }
             }
@@ -369,6 +473,7 @@ impl Runner {
     /// Logs the results, sends reports, reschedules or removes.
     async fn finish(&self, id: &str, mut state: MessageState, outcomes: Vec<(usize, Outcome)>, body: &[u8]) {
         let Some(env) = self.show(id).map(|e| e.envelope) else { return };
+        let config = self.config();
         let now = now_unix();
         let mut records = Vec::new();
         let mut failed: Vec<(usize, String)> = Vec::new();
@@ -393,7 +498,7 @@ impl Runner {
         let mut delayed: Vec<(usize, String)> = Vec::new();
         if !state.is_done() {
             let age = now - env.arrival;
-            if age >= self.config.router.queue_lifetime_secs as i64 {
+            if age >= config.router.queue_lifetime_secs as i64 {
                 for i in 0..state.rcpts.len() {
                     if !state.rcpts[i].0.is_final() {
                         let text = format!(
@@ -412,7 +517,7 @@ impl Runner {
                 let r = LogRecord::Attempt { at: now, next };
                 state.apply(&r);
                 records.push(r);
-                let warn = self.config.router.delay_warning_secs;
+                let warn = config.router.delay_warning_secs;
                 if warn > 0 && age >= warn as i64 && !state.delay_notified {
                     for i in 0..state.rcpts.len() {
                         if !state.rcpts[i].0.is_final() {
@@ -468,7 +573,18 @@ impl Runner {
             let idc = id.to_string();
             let recs = records.clone();
             match tokio::task::spawn_blocking(move || q.append(&idc, &recs)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    for r in &records {
+                        if let LogRecord::Rcpt { state, .. } = r {
+                            let counter = match state {
+                                RcptState::Delivered => &self.stats.delivered,
+                                RcptState::Failed => &self.stats.bounced,
+                                _ => &self.stats.deferred,
+                            };
+                            Stats::add(counter, 1);
+                        }
+                    }
+                }
                 other => {
                     tracing::error!(id = %id, error = ?other, "cannot log delivery results; will retry");
                     self.release(id, None);
@@ -479,7 +595,7 @@ impl Runner {
         if state.is_done() {
             let q = self.queue.clone();
             let idc = id.to_string();
-            match tokio::task::spawn_blocking(move || q.remove(&idc)).await {
+            match tokio::task::spawn_blocking(move || q.remove_finished(&idc)).await {
                 Ok(Ok(())) => {
                     lock(&self.index).remove(id);
                     tracing::info!(id = %id, "message done");
@@ -500,7 +616,7 @@ impl Runner {
                 s.hold = e.state.hold; // a hold set by the admin meanwhile stays
                 e.state = s;
             } else {
-                e.state.next_retry = now_unix() + self.config.router.retry_min_secs as i64;
+                e.state.next_retry = now_unix() + self.config().router.retry_min_secs as i64;
             }
             e.busy = false;
         }
@@ -513,12 +629,12 @@ impl Runner {
             .map(|(i, a, t)| DsnRcpt { rcpt: &env.recipients[*i], action: *a, diagnostic: t.as_str() })
             .collect();
         let arrival = chrono::DateTime::from_timestamp(env.arrival, 0).map(|d| d.to_rfc2822()).unwrap_or_default();
-        let bytes = crate::dsn::build(&self.config.hostname, env, body, &rcpts, &id, &rfc2822_now(), &arrival);
+        let config = self.config();
+        let bytes = crate::dsn::build(&config.hostname, env, body, &rcpts, &id, &rfc2822_now(), &arrival);
         let to = env.from.clone();
         let dir = self.directory.clone();
-        let config = self.config.clone();
         let q = self.queue.clone();
-        let hostname = self.config.hostname.clone();
+        let hostname = config.hostname.clone();
         let envelope = tokio::task::spawn_blocking(move || -> Result<Envelope, String> {
             let domain = to.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             let targets = if dir.has_domain(domain).map_err(|e| e.to_string())? {
@@ -574,37 +690,71 @@ impl Runner {
         }
     }
 
-    async fn deliver_lmtp(&self, env: &Envelope, idxs: &[usize], body: &[u8]) -> Vec<(usize, Outcome)> {
-        let all = |o: Outcome| idxs.iter().map(|&i| (i, o.clone())).collect::<Vec<_>>();
+    /// Delivers to the store; the flag says the store took the message with an XDEDUP token.
+    async fn deliver_lmtp(&self, env: &Envelope, idxs: &[usize], body: &[u8]) -> (Vec<(usize, Outcome)>, bool) {
+        let all = |o: Outcome| (idxs.iter().map(|&i| (i, o.clone())).collect::<Vec<_>>(), false);
+        let config = self.config();
+        let rcpts: Vec<(String, String)> =
+            idxs.iter().map(|&i| (env.recipients[i].address.clone(), String::new())).collect();
+        let mut retried = false;
+        loop {
+            let pooled = lock(&self.pool).take(LMTP_KEY);
+            let (mut c, opened, reused) = match pooled {
+                Some((mut c, opened)) => {
+                    if !c.alive().await {
+                        tokio::spawn(c.quit());
+                        continue;
+                    }
+                    (c, opened, true)
+                }
+                None => match self.lmtp_connect(&config.hostname).await {
+                    Ok(c) => (c, Instant::now(), false),
+                    Err(o) => return all(o),
+                },
+            };
+            let mut params = String::new();
+            if env.smtputf8 && c.has("SMTPUTF8") {
+                params.push_str(" SMTPUTF8");
+            }
+            if env.eightbit && c.has("8BITMIME") {
+                params.push_str(" BODY=8BITMIME");
+            }
+            // Crash-safe redelivery: the store answers 250 without storing again for a
+            // (token, recipient) it already delivered. Queue ids are valid tokens (hex).
+            let dedup = c.has("XDEDUP");
+            if dedup {
+                params.push_str(&format!(" XDEDUP={}", env.id));
+            }
+            match c.transaction(true, &env.from, &params, &rcpts, body).await {
+                Ok(o) => {
+                    lock(&self.pool).put(LMTP_KEY.into(), c, opened, config.router.delivery_concurrency);
+                    return (idxs.iter().copied().zip(o).collect(), dedup);
+                }
+                // A pooled connection the store closed meanwhile: nothing was delivered on it.
+                Err(e) if reused && !retried && !c.data_sent() => {
+                    tracing::debug!(error = %e, "pooled LMTP connection failed; retrying on a new one");
+                    retried = true;
+                }
+                Err(e) => return all(Outcome::Temporary(format!("4.4.2 local mail store: {e}"))),
+            }
+        }
+    }
+
+    async fn lmtp_connect(&self, hostname: &str) -> Result<Client, Outcome> {
         let socket = self.data.lmtp_socket();
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(&socket)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "local store unreachable");
-                return all(Outcome::Temporary("4.4.1 local mail store unreachable".into()));
+                return Err(Outcome::Temporary("4.4.1 local mail store unreachable".into()));
             }
-            Err(_) => return all(Outcome::Temporary("4.4.1 local mail store: connect timeout".into())),
+            Err(_) => return Err(Outcome::Temporary("4.4.1 local mail store: connect timeout".into())),
         };
         let mut c = Client::new(Box::new(stream));
-        if let Err(e) = c.hello(&self.config.hostname, true, true).await {
-            return all(Outcome::Temporary(format!("4.4.2 local mail store: {e}")));
+        if let Err(e) = c.hello(hostname, true, true).await {
+            return Err(Outcome::Temporary(format!("4.4.2 local mail store: {e}")));
         }
-        let mut params = String::new();
-        if env.smtputf8 && c.has("SMTPUTF8") {
-            params.push_str(" SMTPUTF8");
-        }
-        if env.eightbit && c.has("8BITMIME") {
-            params.push_str(" BODY=8BITMIME");
-        }
-        let rcpts: Vec<(String, String)> =
-            idxs.iter().map(|&i| (env.recipients[i].address.clone(), String::new())).collect();
-        let res = c.transaction(true, &env.from, &params, &rcpts, body).await;
-        // QUIT off the critical path: results are logged without waiting for 221.
-        tokio::spawn(c.quit());
-        match res {
-            Ok(o) => idxs.iter().copied().zip(o).collect(),
-            Err(e) => all(Outcome::Temporary(format!("4.4.2 local mail store: {e}"))),
-        }
+        Ok(c)
     }
 
     /// SMTP to `domain`'s MX hosts (then their addresses), in order.
@@ -616,7 +766,8 @@ impl Runner {
         idxs: &[usize],
         body: &[u8],
     ) -> Result<Vec<(usize, Outcome)>, MxFail> {
-        let Some(mx) = &self.mx else {
+        let mx = self.mx.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(mx) = mx else {
             return Err(MxFail::Temporary(ClientError::Protocol("4.4.3 no DNS resolver configured".into())));
         };
         let hosts = match mx.hosts(domain).await {
@@ -624,7 +775,7 @@ impl Runner {
             Err(crate::mx::MxError::Permanent(t)) => return Err(MxFail::Permanent(t)),
             Err(crate::mx::MxError::Temporary(t)) => return Err(MxFail::Temporary(ClientError::Protocol(t))),
         };
-        let port = self.config.router.remote_smtp_port;
+        let port = self.config().router.remote_smtp_port;
         let mut last = ClientError::Protocol(format!("4.4.4 no usable MX host for {domain}"));
         for host in hosts {
             let addrs = match mx.addresses(&host).await {
@@ -685,6 +836,45 @@ impl Runner {
         idxs: &[usize],
         body: &[u8],
     ) -> Result<Vec<(usize, Outcome)>, ClientError> {
+        let config = self.config();
+        let key = format!("{host}|{ip:?}|{port}|{tls:?}|{}", auth.map(|(u, _)| u.as_str()).unwrap_or(""));
+        let mut retried = false;
+        loop {
+            let pooled = lock(&self.pool).take(&key);
+            let (mut c, opened, reused) = match pooled {
+                Some((mut c, opened)) => {
+                    if !c.alive().await {
+                        tokio::spawn(c.quit());
+                        continue;
+                    }
+                    (c, opened, true)
+                }
+                None => (self.smtp_connect(host, ip, port, tls, auth, &config.hostname).await?, Instant::now(), false),
+            };
+            match self.smtp_transaction(&mut c, from, env, idxs, body).await {
+                Ok(o) => {
+                    lock(&self.pool).put(key, c, opened, config.router.delivery_concurrency);
+                    return Ok(o);
+                }
+                Err(e) if reused && !retried && !c.data_sent() => {
+                    tracing::debug!(host = %host, error = %e, "pooled SMTP connection failed; retrying on a new one");
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A new SMTP connection, greeted, with STARTTLS and AUTH as the policy says.
+    async fn smtp_connect(
+        &self,
+        host: &str,
+        ip: Option<std::net::IpAddr>,
+        port: u16,
+        tls: RouteTls,
+        auth: Option<&(String, hermes_core::secret::Secret<String>)>,
+        helo: &str,
+    ) -> Result<Client, ClientError> {
         let connect = async {
             match ip {
                 Some(ip) => tokio::net::TcpStream::connect((ip, port)).await,
@@ -694,9 +884,9 @@ impl Runner {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| ClientError::Timeout)??;
         let _ = tcp.set_nodelay(true);
         let mut c = Client::new(Box::new(tcp));
-        c.hello(&self.config.hostname, false, true).await?;
+        c.hello(helo, false, true).await?;
         if tls != RouteTls::None && c.has("STARTTLS") {
-            c = c.starttls(host, &self.config.hostname).await?;
+            c = c.starttls(host, helo).await?;
         } else if tls == RouteTls::Required {
             c.quit().await;
             return Err(ClientError::Refused("4.7.4 TLS required by the route but not offered".into()));
@@ -713,6 +903,18 @@ impl Runner {
                 )));
             }
         }
+        Ok(c)
+    }
+
+    /// One message over an open SMTP connection.
+    async fn smtp_transaction(
+        &self,
+        c: &mut Client,
+        from: &str,
+        env: &Envelope,
+        idxs: &[usize],
+        body: &[u8],
+    ) -> Result<Vec<(usize, Outcome)>, ClientError> {
         let mut params = String::new();
         if env.smtputf8 && c.has("SMTPUTF8") {
             params.push_str(" SMTPUTF8");
@@ -764,8 +966,17 @@ impl Runner {
             })
             .collect();
         let o = c.transaction(false, from, &params, &rcpts, body).await?;
-        tokio::spawn(c.quit());
         Ok(idxs.iter().copied().zip(o).collect())
+    }
+}
+
+fn make_mx(nameservers: &[std::net::SocketAddr]) -> Option<Arc<crate::mx::Mx>> {
+    match crate::mx::Mx::new(nameservers) {
+        Ok(m) => Some(Arc::new(m)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver: remote mail without a route will be deferred");
+            None
+        }
     }
 }
 

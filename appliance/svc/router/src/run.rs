@@ -10,11 +10,12 @@
 //!   a crashed one acknowledged.
 //! - Each connection holds a [`ConnectionGuard`]; the three SMTP ports share one limiter
 //!   (`limits.max_connections` total, `router.max_connections_per_ip` per client address).
+//! - SIGHUP reloads the configuration (as `{"op":"reload"}` does; [`crate::reload`]).
 //! - On shutdown: accept loops stop, sessions between transactions get 421 and in-transaction
 //!   ones [`DRAIN_TIMEOUT`] to finish, the runner finishes deliveries in flight (bounded).
 
 use crate::session::{Port, serve, too_many_connections};
-use crate::{Context, SharedContext};
+use crate::{Context, Live, SharedContext, Stats};
 use anyhow::Context as _;
 use hermes_core::config::Config;
 use hermes_core::directory::Directory;
@@ -44,6 +45,8 @@ pub async fn run(data: DataDir, config: Config) -> anyhow::Result<()> {
 }
 
 pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // First, so that a SIGHUP during start-up cannot end the process (its default action).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let directory = Directory::open(&data).context("opening the directory")?;
     let qdir = data.queue_dir();
     let (queue, recovered) = tokio::task::spawn_blocking(move || crate::queue::Queue::open(&qdir))
@@ -81,23 +84,24 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     let srs_domain = config.router.srs_domain.clone().unwrap_or_else(|| config.hostname.clone());
     let srs = crate::srs::Srs::load_or_create(&data.queue_dir().join("srs.key"), &srs_domain).context("SRS key")?;
     let signal = Shutdown::new();
+    let live = Live::new(config.clone(), tls, srs);
+    let stats = Arc::new(Stats::default());
     let runner = crate::deliver::Runner::new(
-        config.clone(),
+        live.clone(),
+        stats.clone(),
         data.clone(),
         directory.clone(),
         queue.clone(),
         recovered,
-        srs.clone(),
     );
     let ctx: SharedContext = Arc::new(Context {
-        config: config.clone(),
         data: data.clone(),
         directory,
-        tls,
+        live,
         queue,
         runner: runner.clone(),
-        srs,
         callouts: crate::callout::Callouts::new(&config.hostname),
+        stats,
         shutdown: signal.subscribe(),
     });
     let tracker = SessionTracker::new();
@@ -108,7 +112,13 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     if let Some(l) = submissions {
         loops.spawn(accept(l, Port::Submissions, limiter, ctx.clone(), tracker.token()));
     }
-    loops.spawn(crate::control::serve(control, runner.clone(), signal.subscribe()));
+    loops.spawn(crate::control::serve(control, ctx.clone(), signal.subscribe()));
+    match hup {
+        Ok(hup) => {
+            loops.spawn(reload_on_sighup(hup, ctx.clone(), signal.subscribe()));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; reload through the control socket only"),
+    }
     let runner_task = tokio::spawn(runner.run(signal.subscribe()));
 
     hermes_runtime::endpoints::write_service_endpoints(&data, &endpoints).context("writing endpoints")?;
@@ -124,6 +134,26 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     }
     let _ = tokio::time::timeout(DRAIN_TIMEOUT * 2, runner_task).await;
     Ok(())
+}
+
+/// SIGHUP: reload the configuration (as `{"op":"reload"}` on the control socket).
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    ctx: SharedContext,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = hup.recv() => {
+                if r.is_none() {
+                    return;
+                }
+                let report = crate::reload::reload(&ctx).await;
+                tracing::info!(ok = report.ok, errors = ?report.errors, "SIGHUP reload");
+            }
+            _ = triggered(&mut shutdown) => return,
+        }
+    }
 }
 
 async fn accept(
@@ -151,7 +181,7 @@ async fn accept(
             Ok(g) => g,
             Err(why) => {
                 tracing::info!(peer = %peer, reason = %why, "connection refused");
-                let text = too_many_connections(&ctx.config.hostname);
+                let text = too_many_connections(&ctx.config().hostname);
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(5), async {
                         let _ = stream.write_all(&text).await;

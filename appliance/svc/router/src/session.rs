@@ -82,11 +82,13 @@ struct State {
 }
 
 async fn session(tcp: tokio::net::TcpStream, peer: SocketAddr, port: Port, ctx: &SharedContext) -> std::io::Result<()> {
-    let config = &ctx.config;
+    let config = ctx.config();
+    let config = &*config;
+    let tls_acceptor = ctx.tls();
     let mut state = State { tls_info: None, user: None };
     let mut stream: Box<dyn Io> = match port {
         Port::Submissions => {
-            let Some(acceptor) = ctx.tls.clone() else { return Ok(()) };
+            let Some(acceptor) = tls_acceptor.clone() else { return Ok(()) };
             let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                 .await
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
@@ -100,7 +102,7 @@ async fn session(tcp: tokio::net::TcpStream, peer: SocketAddr, port: Port, ctx: 
         if port.is_submission() { config.router.max_recipients_submission } else { config.router.max_recipients_mx };
     sc.max_commands = config.router.max_commands;
     sc.max_auth_failures = config.router.max_auth_failures;
-    sc.starttls = ctx.tls.is_some();
+    sc.starttls = tls_acceptor.is_some();
     sc.auth = port.is_submission();
     sc.require_auth = port.is_submission();
     let mut server: Server<Vec<Target>> = Server::new(sc, port == Port::Submissions);
@@ -116,7 +118,7 @@ async fn session(tcp: tokio::net::TcpStream, peer: SocketAddr, port: Port, ctx: 
                     stream.write_all(&out).await?;
                     stream.flush().await?;
                     out.clear();
-                    let Some(acceptor) = ctx.tls.clone() else { return Ok(()) };
+                    let Some(acceptor) = tls_acceptor.clone() else { return Ok(()) };
                     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                         .await
                         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
@@ -129,6 +131,7 @@ async fn session(tcp: tokio::net::TcpStream, peer: SocketAddr, port: Port, ctx: 
                     let ip = peer.ip();
                     if auth_limit::locked_out(ip) {
                         tracing::warn!(user = %creds.username, "AUTH refused: address locked out");
+                        crate::Stats::add(&ctx.stats.auth_failed, 1);
                         server.auth_failed(Reply::new(
                             454,
                             (4, 7, 0),
@@ -148,6 +151,7 @@ async fn session(tcp: tokio::net::TcpStream, peer: SocketAddr, port: Port, ctx: 
                             server.auth_succeeded(auth.address());
                         }
                         Ok(Err(e)) => {
+                            crate::Stats::add(&ctx.stats.auth_failed, 1);
                             let delay = auth_limit::record_failure(
                                 ip,
                                 Duration::from_millis(config.limits.auth_fail_delay_ms),
@@ -165,11 +169,17 @@ async fn session(tcp: tokio::net::TcpStream, peer: SocketAddr, port: Port, ctx: 
                 }
                 Event::Mail(from, _params) => match check_sender(ctx, port, &state, &from).await {
                     Ok(()) => server.accept_mail(),
-                    Err(r) => server.reject_mail(r),
+                    Err(r) => {
+                        crate::Stats::add(&ctx.stats.rejected, 1);
+                        server.reject_mail(r)
+                    }
                 },
                 Event::Rcpt(path, _params) => match check_rcpt(ctx, peer, &state, &path).await {
                     Ok(targets) => server.accept_rcpt(targets),
-                    Err(r) => server.reject_rcpt(r),
+                    Err(r) => {
+                        crate::Stats::add(&ctx.stats.rejected, 1);
+                        server.reject_rcpt(r)
+                    }
                 },
                 Event::Message(m) => {
                     let reply = accept_message(ctx, peer, port, &state, m).await;
@@ -259,7 +269,8 @@ async fn check_rcpt(
     path: &ForwardPath,
 ) -> Result<Vec<Target>, Reply> {
     let dir = ctx.directory.clone();
-    let hostname = ctx.config.hostname.clone();
+    let config = ctx.config();
+    let hostname = config.hostname.clone();
     let address = match path {
         // RFC 5321 §4.5.1: <Postmaster> must be accepted: the postmaster of our host name if
         // it is a local domain, else of the first local domain.
@@ -274,18 +285,18 @@ async fn check_rcpt(
         .map_err(temp_lookup_failure)?,
         ForwardPath::Address(a) => a.to_string(),
     };
-    if let Some(original) = ctx.srs.reverse(&address) {
+    if let Some(original) = ctx.srs().reverse(&address) {
         // A bounce to a sender we rewrote when forwarding: route it back to the original.
         return Ok(vec![Target::Remote(original)]);
     }
     let domain = address.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
     let dir = ctx.directory.clone();
-    let config = ctx.config.clone();
+    let config2 = config.clone();
     let lookup = address.clone();
     // Some(targets or None for unknown) for a local domain; None for a foreign one.
     let local = tokio::task::spawn_blocking(
         move || -> Result<Option<Option<Vec<Target>>>, hermes_core::directory::DirectoryError> {
-            if dir.has_domain(&domain)? { Ok(Some(resolve_local(&dir, &config, &lookup)?)) } else { Ok(None) }
+            if dir.has_domain(&domain)? { Ok(Some(resolve_local(&dir, &config2, &lookup)?)) } else { Ok(None) }
         },
     )
     .await
@@ -296,10 +307,10 @@ async fn check_rcpt(
         Some(_) => Err(Reply::new(550, (5, 1, 1), format!("<{address}>: Recipient address rejected: User unknown"))),
         None => {
             let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            if route_for(&ctx.config, domain).is_some() {
+            if route_for(&config, domain).is_some() {
                 // We are the MX of a departmental domain: verify with its server.
                 verify_routed(ctx, vec![Target::Remote(address.clone())]).await
-            } else if state.user.is_some() || trusted_network(&ctx.config, peer.ip()) {
+            } else if state.user.is_some() || trusted_network(&config, peer.ip()) {
                 Ok(vec![Target::Remote(address)])
             } else {
                 tracing::info!(rcpt = %address, "relay denied");
@@ -312,10 +323,11 @@ async fn check_rcpt(
 /// Callout verification of the targets that go to a departmental route with verification on.
 /// A refusal (5xx downstream) becomes 550 5.1.1 for the whole RCPT.
 async fn verify_routed(ctx: &SharedContext, targets: Vec<Target>) -> Result<Vec<Target>, Reply> {
+    let config = ctx.config();
     for t in &targets {
         let Target::Remote(a) = t else { continue };
         let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        if let Some(route) = route_for(&ctx.config, domain).filter(|r| r.verify_recipients)
+        if let Some(route) = route_for(&config, domain).filter(|r| r.verify_recipients)
             && ctx.callouts.verify(route, a).await == crate::callout::Verdict::Reject
         {
             return Err(Reply::new(
@@ -337,6 +349,7 @@ async fn accept_message(
     m: Message<Vec<Target>>,
 ) -> Reply {
     let started = Instant::now();
+    let config = ctx.config();
     let id = crate::queue::new_id();
     let mut recipients: Vec<EnvRecipient> = Vec::new();
     for r in &m.recipients {
@@ -358,7 +371,7 @@ async fn accept_message(
     let mut head = received(&ReceivedInfo {
         helo: &m.helo,
         peer: peer.ip(),
-        hostname: &ctx.config.hostname,
+        hostname: &config.hostname,
         protocol: &m.protocol,
         id: &id,
         tls: state.tls_info.clone(),
@@ -367,7 +380,7 @@ async fn accept_message(
         date: &date,
     });
     if port.is_submission() {
-        head.extend_from_slice(&submission_fields(&m.body, &id, &ctx.config.hostname, &date));
+        head.extend_from_slice(&submission_fields(&m.body, &id, &config.hostname, &date));
     }
     let from = match &m.from {
         ReversePath::Null => String::new(),
@@ -409,10 +422,12 @@ async fn accept_message(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "message queued"
             );
+            crate::Stats::add(&ctx.stats.accepted, 1);
             ctx.runner.add(envelope);
             Reply::new(250, (2, 0, 0), format!("Ok: queued as {id}"))
         }
         Ok(Err(e)) => {
+            crate::Stats::add(&ctx.stats.rejected, 1);
             tracing::error!(error = %e, "queueing failed");
             Reply::new(451, (4, 3, 0), "Local error in processing, try again later")
         }

@@ -27,7 +27,13 @@
 //!   the recipient is retried: a crash between an LMTP 250 and the log append can cause one
 //!   duplicate delivery, never a loss (documented in `docs/router.md`).
 //! - **Removal** unlinks the envelope first, so a crash mid-removal leaves orphans that the next
-//!   recovery deletes, never a half-queued message.
+//!   recovery deletes, never a half-queued message. [`Queue::remove`] (admin deletion) fsyncs
+//!   the folder; [`Queue::remove_finished`] does not: a finished message whose unlink a crash
+//!   undid comes back either with every recipient final in its (fdatasync'd) log, and is
+//!   removed again at recovery, or (local deliveries the store deduplicates by XDEDUP, see
+//!   `deliver`) is redelivered and answered 250 by the store without a second copy.
+//! - The empty status log made at enqueue is not fsync'd itself: it holds no data, the folder
+//!   fsync makes its name durable, and a missing log reads as "nothing done yet".
 //! - One owner: the queue lock is taken non-blocking; a second opener gets [`QueueError::Locked`].
 
 use nix::fcntl::{Flock, FlockArg};
@@ -403,9 +409,9 @@ impl Queue {
             f.write_all(end.as_bytes())?;
             f.sync_all()?;
             drop(f);
-            let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp("log"))?;
-            f.sync_all()?;
-            drop(f);
+            // Empty: nothing to fsync (see the module's invariants); the folder fsync below
+            // makes its name durable with the others.
+            drop(OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp("log"))?);
             fs::rename(tmp("msg"), self.path(&id, "msg"))?;
             fs::rename(tmp("log"), self.path(&id, "log"))?;
             fs::rename(tmp("env"), self.path(&id, "env"))?;
@@ -447,8 +453,21 @@ impl Queue {
         }
     }
 
-    /// Removes a message (envelope first: the removal's commit point).
+    /// Removes a message durably (envelope first: the removal's commit point; then the folder
+    /// is fsync'd). For admin deletion, which no log record backs.
     pub fn remove(&self, id: &str) -> Result<(), QueueError> {
+        self.unlink(id)?;
+        fsync_dir(&self.active)?;
+        Ok(())
+    }
+
+    /// Removes a finished message without a folder fsync (see the module's invariants for why
+    /// a crash that undoes the unlink neither loses nor duplicates anything).
+    pub fn remove_finished(&self, id: &str) -> Result<(), QueueError> {
+        self.unlink(id)
+    }
+
+    fn unlink(&self, id: &str) -> Result<(), QueueError> {
         if !valid_id(id) {
             return Err(QueueError::NotFound(id.to_string()));
         }
@@ -459,7 +478,6 @@ impl Queue {
         }
         let _ = fs::remove_file(self.path(id, "msg"));
         let _ = fs::remove_file(self.path(id, "log"));
-        fsync_dir(&self.active)?;
         Ok(())
     }
 
