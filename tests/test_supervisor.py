@@ -159,3 +159,20 @@ def test_invalid_config_is_reported_with_field_paths_and_exit_2(tmp_path):
     r = subprocess.run([str(hermes_binary()), "up", "--data", str(data)], capture_output=True, timeout=30,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and b"bogus_key" in r.stdout + r.stderr, r
+
+
+def test_service_log_lines_are_kept_in_data_log(hermes_server):
+    """`hermes up` appends every service's JSON lines, and its own, to DATA/log/hermes.log."""
+    path = hermes_server.data / "log" / "hermes.log"
+    deadline = time.time() + 10
+    services = set()
+    while time.time() < deadline:
+        services = set()
+        for line in path.read_text(errors="replace").splitlines():
+            obj = json.loads(line)  # every line is one JSON object
+            services.add(obj["service"])
+        if {"supervisor", "store", "router"} <= services:
+            break
+        time.sleep(0.2)
+    assert {"supervisor", "store", "router"} <= services, services
+    assert oct(path.stat().st_mode & 0o777) == "0o640"

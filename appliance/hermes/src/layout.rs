@@ -116,6 +116,13 @@ queue_lifetime_secs = {lifetime}
 # domain = "dept.example.org"
 # hosts = ["mail.dept.example.org:25"]
 # tls = "opportunistic"   # or "required", "none"
+
+[hw]
+# The disk health service. In host mode it watches this machine's disks read-only: SMART
+# needs root, and it never scrubs or re-adds members of the host's own md arrays, which
+# belong to the host (the appliance scrubs monthly and may re-add a replaced disk).
+scrub_interval_days = 0
+auto_replace = false
 "#,
         imap = config::DEFAULT_IMAP_PORT,
         imaps = config::DEFAULT_IMAPS_PORT,

@@ -6,7 +6,8 @@
 //!
 //! What it is not: PID 1 (`hermes init` on the appliance mounts, reaps orphans and applies
 //! config; this runs as an ordinary user on any Linux host), a service (it opens no mail
-//! sockets and reads no mail), or a log store (child log lines go to its stderr unchanged).
+//! sockets and reads no mail), or a log store: child log lines go to its stderr unchanged and are
+//! appended to the size-rotated `DATA/log/hermes.log` (`hermes_runtime::logfile`), nothing more.
 //!
 //! Invariants:
 //! - One supervisor per data folder: `run/supervisor.lock` is flock'ed for its whole life.
@@ -39,7 +40,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// The services `hermes up` runs, in start order (stopped in reverse).
-pub const SERVICES: [Service; 3] = [Service::Store, Service::Router, Service::Admin];
+pub const SERVICES: [Service; 4] = [Service::Store, Service::Router, Service::Admin, Service::Hw];
 // Backoff, timeouts, exit descriptions, log pass-through and endpoint merging are shared with
 // PID 1 (`hermes init`): they live in hermes_svc_init::child.
 use hermes_svc_init::child::{
@@ -104,7 +105,22 @@ pub fn up(data: &DataDir) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let _ = hermes_runtime::logging::init_tracing("supervisor");
+    let log_file = match hermes_runtime::logfile::LogFile::open(
+        data.log_dir().join("hermes.log"),
+        hermes_runtime::logfile::DEFAULT_MAX_BYTES,
+        hermes_runtime::logfile::DEFAULT_KEEP,
+    ) {
+        Ok(f) => Some(Arc::new(f)),
+        Err(e) => {
+            eprintln!(
+                "hermes: cannot open {}: {e}; logging to stderr only",
+                data.log_dir().join("hermes.log").display()
+            );
+            None
+        }
+    };
+    let _ = LOG_FILE.set(log_file.clone());
+    let _ = hermes_runtime::logging::init_tracing_to("supervisor", log_file);
 
     match hermes_runtime::tls::ensure_self_signed(&data, &config.hostname) {
         Ok(true) => say(&format!(
@@ -172,7 +188,8 @@ fn banner(data: &DataDir, config: &Config, first_start: bool) {
 /// token (stored hashed in `DATA/admin/setup-token`, replacing any earlier one) and prints it
 /// here, on the console only: the token is a credential, so it never goes to the JSON log.
 fn admin_setup_notice(data: &DataDir, config: &Config) -> anyhow::Result<()> {
-    let Some(token) = hermes_svc_admin::admins::issue_setup_token(data).context("issuing the admin setup token")? else {
+    let Some(token) = hermes_svc_admin::admins::issue_setup_token(data).context("issuing the admin setup token")?
+    else {
         return Ok(());
     };
     let url = if config.admin.port == 0 {
@@ -463,11 +480,18 @@ fn service_ready(shared: &Shared, name: &str, pid: u32, endpoints: ServiceEndpoi
     }
 }
 
-/// Copies a child's output to our stderr line by line (see hermes_svc_init::child::pass_through:
+/// `DATA/log/hermes.log`, where every JSON log line also goes (the admin UI's Logs page reads it);
+/// `None` inside when it could not be opened.
+static LOG_FILE: std::sync::OnceLock<Option<Arc<hermes_runtime::logfile::LogFile>>> = std::sync::OnceLock::new();
+
+/// Copies a child's output to our stderr (and `DATA/log/hermes.log`) line by line (see hermes_svc_init::child::pass_through:
 /// JSON lines unchanged, anything else wrapped; one write per line, so lines never interleave).
 async fn pass_through(reader: impl AsyncRead + Unpin, service: &'static str, stream: &'static str) {
     hermes_svc_init::child::pass_through(reader, service, stream, |line| {
         let _ = std::io::stderr().lock().write_all(&line);
+        if let Some(Some(file)) = LOG_FILE.get() {
+            file.write_line(&line);
+        }
     })
     .await;
 }

@@ -7,6 +7,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT turned into a broadcast every session watches, and a bounded
 //!   drain of the sessions still running.
 //! - [`logging`]: structured JSON log lines on stderr.
+//! - [`logfile`]: the size-rotated `DATA/log/hermes.log` host mode's supervisor appends to.
 //! - [`endpoints`]: `run/endpoints.d/<service>.json`, what a service actually bound.
 //! - [`fs`]: atomic file writes (temp file, fsync, rename, fsync folder).
 //!
@@ -19,6 +20,7 @@
 pub mod endpoints;
 pub mod fs;
 pub mod listen;
+pub mod logfile;
 pub mod logging;
 pub mod shutdown;
 pub mod tls;

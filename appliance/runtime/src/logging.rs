@@ -5,8 +5,8 @@
 //! fields; an inner name overrides an outer one. The level filter comes from `HERMES_LOG`
 //! (`tracing_subscriber::EnvFilter` syntax, e.g. `info,hermes_store=debug`), default `info`.
 //!
-//! What it is not: no log files, no rotation, no shipping (the supervisor and the appliance's
-//! log folder handle those).
+//! What it is not: no rotation or shipping here: a service writes stderr; host mode's supervisor
+//! also appends to `DATA/log/hermes.log` through [`crate::logfile`].
 //!
 //! Invariants: a log line is written with one `write_all` on a locked stderr, so lines from
 //! different threads never interleave; a field is never longer than [`MAX_FIELD_CHARS`] (a
@@ -29,6 +29,12 @@ pub const MAX_FIELD_CHARS: usize = 2048;
 /// Installs the global subscriber for `service`. Safe to call twice (the second call does
 /// nothing and returns false), so tests may call it freely.
 pub fn init_tracing(service: &str) -> bool {
+    init_tracing_to(service, None)
+}
+
+/// Like [`init_tracing`], and every line also goes to `file` (host mode's supervisor keeps its
+/// own lines beside its children's in `DATA/log/hermes.log`).
+pub fn init_tracing_to(service: &str, file: Option<std::sync::Arc<crate::logfile::LogFile>>) -> bool {
     let (filter, bad) = match std::env::var(LOG_ENV) {
         Ok(spec) => match EnvFilter::try_new(&spec) {
             Ok(f) => (f, None),
@@ -38,13 +44,30 @@ pub fn init_tracing(service: &str) -> bool {
     };
     let ok = tracing_subscriber::registry()
         .with(filter)
-        .with(JsonLayer::new(service, || Box::new(std::io::stderr()) as Box<dyn Write>))
+        .with(JsonLayer::new(service, move || Box::new(Tee(file.clone())) as Box<dyn Write>))
         .try_init()
         .is_ok();
     if let Some(bad) = bad {
         tracing::warn!(env = LOG_ENV, error = %bad, "invalid log filter; using info");
     }
     ok
+}
+
+/// Stderr, and the log file when there is one. `write` takes the whole line at once (the layer
+/// writes each line with one `write_all`), so a line reaches both whole.
+struct Tee(Option<std::sync::Arc<crate::logfile::LogFile>>);
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().lock().write_all(buf);
+        if let Some(f) = &self.0 {
+            f.write_line(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The JSON-lines layer; public so tests can capture lines with their own writer.
