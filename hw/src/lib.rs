@@ -17,11 +17,13 @@
 //!   a fake tree built by `testutil` (feature `testutil`).
 //! - `unsafe` lives only in [`ioctl`], one `// SAFETY:` comment per block.
 
+pub mod api;
 pub mod discover;
 pub mod history;
 pub mod ioctl;
 pub mod md;
 pub mod probe;
+pub mod provision;
 pub mod smart;
 pub mod verdict;
 

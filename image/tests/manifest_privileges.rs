@@ -42,6 +42,7 @@ fn only_the_store_writes_the_store_and_only_the_router_the_queue() {
                 DataPath::Store => assert_eq!(s.name, "store"),
                 DataPath::Queue => assert_eq!(s.name, "router"),
                 DataPath::Config | DataPath::Directory | DataPath::Admin => assert_eq!(s.name, "admin"),
+                DataPath::Hw => assert_eq!(s.name, "hw"),
                 other => panic!("{} may not write {other:?}", s.name),
             }
         }
@@ -53,6 +54,15 @@ fn only_the_store_writes_the_store_and_only_the_router_the_queue() {
 fn capabilities_are_at_most_binding_low_ports() {
     let m = manifest();
     for s in &m.services {
+        if s.name == "hw" {
+            // The disk health service: SMART ioctls, NVMe admin passthrough, md control on
+            // root-owned nodes (docs/SECURITY.md, "The disk health service"); no ports.
+            let mut caps = s.capabilities.clone();
+            caps.sort();
+            assert_eq!(caps, [Capability::SysRawio, Capability::SysAdmin, Capability::DacOverride]);
+            assert!(s.ports.is_empty() && s.writes == [DataPath::Hw], "{s:?}");
+            continue;
+        }
         for c in &s.capabilities {
             assert_eq!(*c, Capability::NetBindService, "{}", s.name);
         }

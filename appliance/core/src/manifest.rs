@@ -45,8 +45,12 @@ pub struct Manifest {
 }
 
 /// What the image carries besides the services.
+///
+/// `[image]` also takes `tools` (programs from Debian packages, see [`Tool`]); they matter only
+/// to the image builder, which reads them with [`image_tools`], so they are accepted (and
+/// checked) here but not kept in this struct.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "ImageSection")]
 pub struct ImageSpec {
     /// Hostname before the config names one.
     pub hostname: String,
@@ -56,6 +60,84 @@ pub struct ImageSpec {
     /// Modules shipped but loaded only if present on this kernel build (optional drivers).
     #[serde(default)]
     pub optional_modules: Vec<String>,
+}
+
+/// A program the image carries from a Debian package (`apt-get download` + `dpkg-deb -x`), copied
+/// with its shared libraries to the same path in the image (`{ package = "mdadm", path =
+/// "sbin/mdadm" }` → `/sbin/mdadm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// The Debian binary package (`mdadm`, `e2fsprogs`).
+    pub package: String,
+    /// The file's path inside the package, relative (`sbin/mke2fs`); also its path in the image.
+    pub path: String,
+}
+
+/// `[image]` as written in the file: [`ImageSpec`]'s keys and `tools`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageSection {
+    hostname: String,
+    modules: Vec<String>,
+    #[serde(default)]
+    optional_modules: Vec<String>,
+    #[serde(default)]
+    tools: Vec<Tool>,
+}
+
+impl TryFrom<ImageSection> for ImageSpec {
+    type Error = String;
+    fn try_from(s: ImageSection) -> Result<ImageSpec, String> {
+        let problems = check_tools(&s.tools);
+        if !problems.is_empty() {
+            return Err(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+        }
+        Ok(ImageSpec { hostname: s.hostname, modules: s.modules, optional_modules: s.optional_modules })
+    }
+}
+
+fn check_tools(tools: &[Tool]) -> Vec<ManifestError> {
+    let mut errors = Vec::new();
+    let mut paths = BTreeSet::new();
+    for (i, t) in tools.iter().enumerate() {
+        let package_ok = t.package.len() <= 64
+            && t.package.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && t.package.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
+        if !package_ok {
+            err(
+                &mut errors,
+                format!("image.tools[{i}].package"),
+                format!("`{}` is not a Debian package name", t.package),
+            );
+        }
+        if !relative_clean(&t.path) || !paths.insert(t.path.as_str()) {
+            err(
+                &mut errors,
+                format!("image.tools[{i}].path"),
+                format!("`{}` is not a clean relative path, or repeated", t.path),
+            );
+        }
+    }
+    errors
+}
+
+/// The `[image] tools` of a manifest file (checked: package names, clean unique paths). For the
+/// image builder; [`Manifest::parse`] accepts and checks the key too.
+pub fn image_tools(text: &str) -> Result<Vec<Tool>, ManifestErrors> {
+    #[derive(Deserialize)]
+    struct File {
+        image: Section,
+    }
+    #[derive(Deserialize)]
+    struct Section {
+        #[serde(default)]
+        tools: Vec<Tool>,
+    }
+    let file: File = toml::from_str(text)
+        .map_err(|e| ManifestErrors(vec![ManifestError { path: "manifest".into(), message: e.to_string() }]))?;
+    let errors = check_tools(&file.image.tools);
+    if errors.is_empty() { Ok(file.image.tools) } else { Err(ManifestErrors(errors)) }
 }
 
 /// One service process.
@@ -121,8 +203,13 @@ pub struct SocketSpec {
 pub enum Capability {
     /// Bind TCP/UDP ports below 1024.
     NetBindService,
-    /// Raw block-device ioctls (SMART over SG_IO); healthd only.
+    /// Raw block-device ioctls (SMART over SG_IO: ATA PASS-THROUGH); `hw` only.
     SysRawio,
+    /// NVMe admin passthrough (SMART/Health log, self-tests) and md array control; `hw` only.
+    SysAdmin,
+    /// Opening the root-owned disk nodes in devtmpfs and writing md's root-owned sysfs
+    /// attributes (fail, remove, scrub); `hw` only.
+    DacOverride,
 }
 
 impl Capability {
@@ -131,12 +218,16 @@ impl Capability {
         match self {
             Capability::NetBindService => 10,
             Capability::SysRawio => 17,
+            Capability::SysAdmin => 21,
+            Capability::DacOverride => 1,
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             Capability::NetBindService => "net_bind_service",
             Capability::SysRawio => "sys_rawio",
+            Capability::SysAdmin => "sys_admin",
+            Capability::DacOverride => "dac_override",
         }
     }
 }
@@ -154,10 +245,12 @@ pub enum DataPath {
     Lists,
     /// The admin service's own state: admin accounts, sessions, audit log.
     Admin,
+    /// The disk health service's state: daily SMART history, last scrub times.
+    Hw,
 }
 
 impl DataPath {
-    pub const ALL: [DataPath; 8] = [
+    pub const ALL: [DataPath; 9] = [
         DataPath::Config,
         DataPath::Directory,
         DataPath::Store,
@@ -166,6 +259,7 @@ impl DataPath {
         DataPath::Log,
         DataPath::Lists,
         DataPath::Admin,
+        DataPath::Hw,
     ];
     /// The folder name under the data root.
     pub fn dir_name(self) -> &'static str {
@@ -178,6 +272,7 @@ impl DataPath {
             DataPath::Log => "log",
             DataPath::Lists => "lists",
             DataPath::Admin => "admin",
+            DataPath::Hw => "hw",
         }
     }
 }
@@ -341,7 +436,7 @@ impl Manifest {
     /// The privilege rules of `docs/SECURITY.md` ("Privilege (appliance)"), as code:
     /// 1. each service runs as its own non-root user (structural, [`Manifest::validate`]);
     /// 2. no capabilities beyond binding its ports: `net_bind_service` only when it binds a
-    ///    port below 1024, `sys_rawio` only for `healthd`, nothing else exists;
+    ///    port below 1024, `sys_rawio`, `sys_admin` and `dac_override` only for `hw` (the disk health service), nothing else exists;
     /// 3. each data path has at most one writer, and the named paths have the named writer:
     ///    store → `store`, queue → `router`, config → `admin`; nobody writes `tls` or `log`
     ///    (init owns them), and a service never reads what it does not need (`reads` and
@@ -362,8 +457,8 @@ impl Manifest {
                     Capability::NetBindService if !low_port => {
                         err(&mut errors, at("capabilities"), "net_bind_service without a port below 1024")
                     }
-                    Capability::SysRawio if s.name != "healthd" => {
-                        err(&mut errors, at("capabilities"), "sys_rawio is for healthd only")
+                    Capability::SysRawio | Capability::SysAdmin | Capability::DacOverride if s.name != "hw" => {
+                        err(&mut errors, at("capabilities"), format!("{} is for the disk health service (hw) only", c.name()))
                     }
                     _ => {}
                 }
@@ -391,6 +486,7 @@ impl Manifest {
                 DataPath::Queue => Some("router"),
                 DataPath::Config | DataPath::Directory | DataPath::Admin => Some("admin"),
                 DataPath::Lists => Some("lists"),
+                DataPath::Hw => Some("hw"),
                 DataPath::Tls | DataPath::Log => None,
             };
             for w in who {
@@ -477,7 +573,8 @@ pub fn read_gid(path: DataPath) -> u32 {
 
 /// The known sockets and their client groups: a fixed table, so the gid of a socket never
 /// depends on declaration order.
-const SOCKETS: [&str; 5] = ["run/lmtp.sock", "run/store.sock", "run/router.sock", "run/lists.sock", "run/admin.sock"];
+const SOCKETS: [&str; 6] =
+    ["run/lmtp.sock", "run/store.sock", "run/router.sock", "run/lists.sock", "run/admin.sock", "run/hw.sock"];
 
 /// The gid of the clients of socket `path`; `None` for a socket not in the table (which
 /// [`Manifest::check_privileges`] callers treat as init-only).
@@ -546,6 +643,28 @@ reads = ["config", "directory", "tls"]
     fn unknown_keys_are_refused() {
         let text = MINIMAL.replace("hostname = \"hermes\"", "hostname = \"hermes\"\ncolour = \"red\"");
         assert!(Manifest::parse(&text).is_err());
+    }
+
+    #[test]
+    fn image_tools_are_accepted_and_checked() {
+        let tools = "modules = [\"virtio_net\"]\ntools = [{ package = \"mdadm\", path = \"sbin/mdadm\" }]";
+        let text = MINIMAL.replace("modules = [\"virtio_net\"]", tools);
+        assert!(Manifest::parse(&text).is_ok());
+        let got = image_tools(&text).unwrap();
+        assert_eq!(got, vec![Tool { package: "mdadm".into(), path: "sbin/mdadm".into() }]);
+        assert_eq!(image_tools(MINIMAL).unwrap(), vec![]);
+        for bad in ["/sbin/mdadm", "sbin/../etc/shadow", ""] {
+            let text = text.replace("path = \"sbin/mdadm\"", &format!("path = \"{bad}\""));
+            assert!(Manifest::parse(&text).is_err(), "{bad}");
+            assert!(image_tools(&text).is_err(), "{bad}");
+        }
+        let text = text.replace("package = \"mdadm\"", "package = \"Md adm\"");
+        assert!(image_tools(&text).unwrap_err().to_string().contains("not a Debian package name"));
+        let text = MINIMAL.replace(
+            "modules = [\"virtio_net\"]",
+            "modules = []\ntools = [{ package = \"x\", path = \"a\", extra = 1 }]",
+        );
+        assert!(Manifest::parse(&text).is_err(), "unknown keys in a tool are refused");
     }
 
     #[test]
