@@ -24,7 +24,8 @@ step() { printf '\n=== %s ===\n' "$*"; }
 # --- 1. system packages -----------------------------------------------------------------------
 step "system packages"
 need_pkgs=()
-for p in isync curl swaks openssl ca-certificates python3-pip procps iproute2 fetchmail dnsmasq-base chromium chromium-driver; do
+# dosfstools, mtools, fdisk: hermes-image's tests read its FAT and GPT output back with fsck.fat, mtools, sfdisk.
+for p in isync curl swaks openssl ca-certificates python3-pip procps iproute2 fetchmail dnsmasq-base chromium chromium-driver dosfstools mtools fdisk; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -101,8 +102,11 @@ else
 fi
 
 # --- 5b. appliance image and QEMU boot (issue 6) -------------------------------------------------
+# The tests that need the built image or QEMU are #[ignore]d in the plain `cargo test` above (so
+# they can never pass there without running); here, after `cargo xtask image`, they run with
+# --ignored, one at a time (each QEMU takes the machine's two cores).
 step "appliance image + QEMU boot"
-if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
+if ! dpkg-query -W -f='${Status}' qemu-system-x86 ovmf 2>/dev/null | grep -c "install ok installed" | grep -qx 2; then
   # Debian 12's own qemu-system-x86 conflicts with this machine's newer qemu-utils; backports' doesn't.
   grep -qs bookworm-backports /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || \
     printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
@@ -110,12 +114,18 @@ if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install
   apt-get update -q >/dev/null
   apt-get install -y -q -t bookworm-backports qemu-system-x86 ovmf >/dev/null || { echo "qemu install failed"; exit 1; }
 fi
-apt-get install -y -q --no-install-recommends binutils cpio fdisk >/dev/null || { echo "apt-get install failed"; exit 1; }
+apt-get install -y -q --no-install-recommends binutils cpio fdisk dosfstools mtools >/dev/null || { echo "apt-get install failed"; exit 1; }
 # The dev profile reuses the debug build above (dependencies are optimised there anyway).
 if cargo xtask image --profile dev 2>&1 | tail -n 5; [ "${PIPESTATUS[0]}" -eq 0 ]; then
-  HERMES_QEMU_TESTS=1 cargo test -p hermes-qemu --test boot 2>&1 | tee "$LOGDIR/qemu.log" | grep -E '^(test |test result:)|ready|panicked'
-  if [ "${PIPESTATUS[0]}" -ne 0 ]; then failed+=("qemu boot"); fi
-  summary+=("qemu: $(grep -E '^test result:' "$LOGDIR/qemu.log" | tail -n 1)")
+  # `-p hermes-qemu` includes qemu/tests/hw_raid.rs (issue 5: 16 data disks, SMART through SG_IO and
+  # NVMe, RAID10 provisioned on the console, a member failed and rebuilt onto a spare; ~75 s).
+  HERMES_QEMU_TESTS=1 cargo test -p hermes-image -p hermes-qemu -- --ignored --test-threads=1 2>&1 \
+    | tee "$LOGDIR/qemu.log" | grep -E '^(test |test result:)|ready|panicked'
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then failed+=("image/qemu tests"); fi
+  read -r qpassed qfailed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$LOGDIR/qemu.log")
+  summary+=("image/qemu (--ignored): $qpassed passed, $qfailed failed")
+  # Nothing ran is a failure, never a pass.
+  if [ "$qpassed" -eq 0 ]; then failed+=("image/qemu tests: none ran"); fi
 else
   failed+=("image build")
 fi

@@ -148,7 +148,11 @@ impl Archive {
             out.extend_from_slice(data);
             pad4(&mut out);
         }
-        header(&mut out, &Header { ino: 0, mode: 0, uid: 0, gid: 0, nlink: 1, mtime: 0, size: 0, rdev: (0, 0) }, "TRAILER!!!");
+        header(
+            &mut out,
+            &Header { ino: 0, mode: 0, uid: 0, gid: 0, nlink: 1, mtime: 0, size: 0, rdev: (0, 0) },
+            "TRAILER!!!",
+        );
         out
     }
 }
@@ -236,11 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.cpio");
         std::fs::write(&archive, a.to_bytes(0)).unwrap();
-        let out = std::process::Command::new("cpio")
-            .args(["-t", "-v", "-F"])
-            .arg(&archive)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new("cpio").args(["-t", "-v", "-F"]).arg(&archive).output().unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);
         assert!(listing.contains("etc/hostname"), "{listing}");
         assert!(listing.contains("init -> bin/hermes"), "{listing}");

@@ -1,7 +1,6 @@
 //! A GUID Partition Table writer (UEFI 2.10 §5.3): protective MBR, primary header and entry
 //! array at the start of the disk, backup entry array and header at the end. The first piece
-//! of the flashable disk image (issue 6: ESP with systemd-boot and slots A/B); the FAT writer
-//! and UKIs that fill the partitions are not built yet.
+//! of the flashable disk image ([`crate::disk`]: the ESP with systemd-boot and slots A/B).
 //!
 //! What it is not: a partition editor. It lays out a fresh table from a list and writes it;
 //! it never reads an existing disk.

@@ -4,7 +4,9 @@
 //! ```text
 //! init -> bin/hermes                the kernel runs /init as PID 1: `hermes init`
 //! bin/hermes                        the multi-call binary (debug info stripped)
-//! lib/..., lib64/...                the shared libraries `hermes` needs (from the build host)
+//! sbin/mdadm, sbin/mke2fs, ...      the manifest's tools, from Debian packages
+//! lib/..., lib64/...                the shared libraries `hermes` and the tools need (from the
+//!                                   build host)
 //! lib/modules/VERSION/...           the manifest's modules, their dependencies, modules.dep
 //! etc/hermes/manifest.toml          the manifest init reads
 //! etc/hermes/modules                the modules to load at boot, in manifest order
@@ -46,6 +48,8 @@ pub struct Inputs<'a> {
     pub mtime: u32,
     /// Text for `etc/os-release` (`VERSION_ID` etc.).
     pub version: &'a str,
+    /// The manifest's `[image] tools`, unpacked ([`crate::kernel::fetch_tools`]).
+    pub tools: &'a [crate::kernel::ToolFile],
 }
 
 /// What was built, for the build log.
@@ -130,7 +134,17 @@ pub fn build(inputs: &Inputs<'_>, scratch: &Path) -> anyhow::Result<Built> {
     a.file("bin/hermes", 0o755, stripped(inputs.hermes, scratch)?)?;
     a.symlink("init", "bin/hermes")?;
 
-    let libraries = shared_libraries(inputs.hermes)?;
+    let mut libraries = shared_libraries(inputs.hermes)?;
+    for tool in inputs.tools {
+        let data = std::fs::read(&tool.source).with_context(|| format!("cannot read {}", tool.source.display()))?;
+        let elf = data.starts_with(b"\x7fELF");
+        a.file(&tool.path, if elf { 0o755 } else { 0o644 }, data)?;
+        if elf {
+            libraries.extend(shared_libraries(&tool.source)?);
+        }
+    }
+    libraries.sort();
+    libraries.dedup();
     for lib in &libraries {
         let data = std::fs::read(lib).with_context(|| format!("cannot read {}", lib.display()))?;
         let rel = lib.to_string_lossy().trim_start_matches('/').to_string();

@@ -109,3 +109,41 @@ pub fn fetch(cache: &Path) -> anyhow::Result<Kernel> {
     }
     Ok(Kernel { version, root, vmlinuz, moddir })
 }
+
+/// One tool file from an unpacked package: where it goes in the image and where it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolFile {
+    /// The package it came from.
+    pub package: String,
+    /// Its path in the package and in the image (`sbin/mdadm`).
+    pub path: String,
+    /// The unpacked file in the cache.
+    pub source: PathBuf,
+}
+
+/// Fetches (or reuses) the packages of the manifest's `[image] tools` into `cache`
+/// (`target/image-cache/debs`, unpacked under `target/image-cache/tools/PACKAGE`) and returns
+/// each tool's unpacked file. A path the package does not hold is an error.
+pub fn fetch_tools(cache: &Path, tools: &[hermes_core::manifest::Tool]) -> anyhow::Result<Vec<ToolFile>> {
+    let debs = cache.join("debs");
+    let mut out = Vec::new();
+    for t in tools {
+        let root = cache.join("tools").join(&t.package);
+        let stamp = cache.join("tools").join(format!("{}.unpacked", t.package));
+        if !stamp.exists() {
+            let deb = download(&debs, &t.package)?;
+            if root.exists() {
+                std::fs::remove_dir_all(&root)?;
+            }
+            unpack(&deb, &root)?;
+            std::fs::write(&stamp, format!("{}\n", deb.display()))?;
+        }
+        let source = root.join(&t.path);
+        // A symlink in the package (sbin/mkfs.ext4 -> mke2fs) is followed: the image gets the file.
+        if !source.is_file() {
+            bail!("package {} has no file {} (looked in {})", t.package, t.path, root.display());
+        }
+        out.push(ToolFile { package: t.package.clone(), path: t.path.clone(), source });
+    }
+    Ok(out)
+}

@@ -70,7 +70,8 @@ pub fn modinfo(elf: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
         Some((u32_at(base)?, u64_at(base + 24)? as usize, u64_at(base + 32)? as usize))
     };
     let (_, str_off, str_size) = section(shstrndx).ok_or_else(|| anyhow!("bad section string table"))?;
-    let strtab = elf.get(str_off..str_off.saturating_add(str_size)).ok_or_else(|| anyhow!("bad section string table"))?;
+    let strtab =
+        elf.get(str_off..str_off.saturating_add(str_size)).ok_or_else(|| anyhow!("bad section string table"))?;
     for i in 0..shnum {
         let Some((name_off, off, size)) = section(i) else { bail!("truncated section header {i}") };
         let Some(name) = strtab.get(name_off as usize..) else { continue };

@@ -1,8 +1,17 @@
 //! The QEMU harness: boots the appliance image built by `cargo xtask image` and gives tests a
 //! handle on the running machine.
 //!
-//! - Direct kernel boot (`-kernel target/image/vmlinuz -initrd target/image/initramfs.cpio.zst`)
-//!   under TCG (this machine has no KVM), q35, virtio-net on user networking.
+//! - Two ways to boot ([`Boot`]), both under TCG (this machine has no KVM), q35, virtio-net on
+//!   user networking:
+//!   - direct kernel boot (`-kernel target/image/vmlinuz -initrd target/image/initramfs.cpio.zst`),
+//!     the fastest ([`BootConfig::mail_ports`]);
+//!   - UEFI: OVMF's code read-only in pflash, a per-machine copy of its variable store, and a
+//!     per-machine copy of the disk image `target/image/hermes.img` on virtio-blk, booted by the
+//!     firmware through systemd-boot and the UKI as on a server ([`BootConfig::uefi`]). The copy
+//!     can be kept between boots ([`BootConfig::with_boot_disk`]) for reboot and update
+//!     scenarios.
+//! - Extra raw disk files, read-only or not ([`BootConfig::attach_disk`]): virtio-blk, in order
+//!   after the boot disk.
 //! - The serial console is QEMU's stdio: every byte is appended to `console.log` in the run
 //!   folder, and complete lines are kept for [`Machine::wait_for_line`]; [`Machine::send_line`]
 //!   types on it.
@@ -40,6 +49,54 @@ pub const DATA_DISK_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 pub const DATA_DISKS: usize = 16;
 /// Console lines kept in memory for matching (the whole log stays in `console.log`).
 const MAX_LINES: usize = 20_000;
+/// OVMF's firmware code and its variable-store template, in order of preference: the 4 MiB
+/// build (the only one newer Debian packages ship) and the 2 MiB build of Debian 12's package.
+pub const OVMF_PAIRS: [(&str, &str); 2] = [
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+];
+
+/// The OVMF code and variables template installed here (package `ovmf`).
+pub fn ovmf() -> anyhow::Result<(PathBuf, PathBuf)> {
+    OVMF_PAIRS
+        .iter()
+        .map(|(c, v)| (PathBuf::from(c), PathBuf::from(v)))
+        .find(|(c, v)| c.exists() && v.exists())
+        .with_context(|| {
+            format!("OVMF is not installed (none of {OVMF_PAIRS:?}): apt-get install -t bookworm-backports ovmf")
+        })
+}
+
+/// How the machine starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// `-kernel`, `-initrd` and `-append` from [`BootConfig::image_dir`].
+    Direct,
+    /// OVMF boots a disk image.
+    Uefi(UefiBoot),
+}
+
+/// A UEFI boot: the machine's own boot disk and variable store, made from the image and OVMF's
+/// template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UefiBoot {
+    /// The disk image built by `cargo xtask image` (`target/image/hermes.img`); never written.
+    pub image: PathBuf,
+    /// The machine's boot disk (read-write: systemd-boot counts tries on it, updates write it).
+    pub disk: PathBuf,
+    /// The machine's UEFI variable store.
+    pub vars: PathBuf,
+    /// Reuse `disk` and `vars` if they exist (the same box booting again); otherwise both are
+    /// fresh copies on every boot.
+    pub keep: bool,
+}
+
+/// An extra raw disk file on virtio-blk (e.g. an update bundle handed to the guest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraDisk {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
 
 /// How to boot.
 #[derive(Debug, Clone)]
@@ -54,8 +111,12 @@ pub struct BootConfig {
     pub forwards: Vec<(String, u16)>,
     /// Attach [`DATA_DISKS`] blank sparse disks.
     pub data_disks: bool,
-    /// Appended to the image's kernel command line.
+    /// Appended to the image's kernel command line (direct boot only: a UKI carries its own).
     pub extra_cmdline: String,
+    pub boot: Boot,
+    /// Extra raw disks, attached after the boot disk (`/dev/vdb`, `/dev/vdc`, ... under UEFI;
+    /// `/dev/vda`, ... under direct boot).
+    pub extra_disks: Vec<ExtraDisk>,
 }
 
 impl BootConfig {
@@ -82,7 +143,44 @@ impl BootConfig {
             forwards,
             data_disks: false,
             extra_cmdline: String::new(),
+            boot: Boot::Direct,
+            extra_disks: Vec::new(),
         }
+    }
+
+    /// UEFI boot of the disk image `image` (`target/image/hermes.img`) with the mail ports
+    /// forwarded; the boot disk and variable store are fresh copies in `run_dir` on every boot.
+    pub fn uefi(image: PathBuf, run_dir: PathBuf) -> BootConfig {
+        let image_dir = image.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut cfg = BootConfig::mail_ports(image_dir, run_dir.clone());
+        cfg.boot = Boot::Uefi(UefiBoot {
+            image,
+            disk: run_dir.join("boot.img"),
+            vars: run_dir.join("OVMF_VARS.fd"),
+            keep: false,
+        });
+        cfg
+    }
+
+    /// Keeps the UEFI boot disk at `disk` (and its variable store beside it, `DISK.vars`)
+    /// across boots: the first boot copies the image there, later boots with the same `disk`
+    /// find what the box wrote (boot counting, a new slot, renamed entries). Use a different
+    /// `run_dir` per boot to keep each boot's logs. No effect under direct boot.
+    pub fn with_boot_disk(mut self, disk: PathBuf) -> BootConfig {
+        if let Boot::Uefi(u) = &mut self.boot {
+            let mut vars = disk.clone().into_os_string();
+            vars.push(".vars");
+            u.vars = PathBuf::from(vars);
+            u.disk = disk;
+            u.keep = true;
+        }
+        self
+    }
+
+    /// Attaches a raw disk file (virtio-blk), read-only or read-write.
+    pub fn attach_disk(mut self, path: PathBuf, read_only: bool) -> BootConfig {
+        self.extra_disks.push(ExtraDisk { path, read_only });
+        self
     }
 }
 
@@ -120,15 +218,6 @@ pub fn qemu_available() -> bool {
 
 /// The QEMU command line for `cfg` with host ports `ports` (without the binary).
 pub fn qemu_args(cfg: &BootConfig, ports: &BTreeMap<String, u16>) -> anyhow::Result<Vec<String>> {
-    let kernel = cfg.image_dir.join("vmlinuz");
-    let initrd = cfg.image_dir.join("initramfs.cpio.zst");
-    for f in [&kernel, &initrd] {
-        if !f.exists() {
-            bail!("{} is missing: run `cargo xtask image` first", f.display());
-        }
-    }
-    let cmdline = std::fs::read_to_string(cfg.image_dir.join("cmdline")).unwrap_or_default();
-    let append = format!("{} {}", cmdline.trim(), cfg.extra_cmdline).trim().to_string();
     let mut hostfwd = String::new();
     for (name, guest) in &cfg.forwards {
         let Some(host) = ports.get(name) else { continue };
@@ -153,12 +242,6 @@ pub fn qemu_args(cfg: &BootConfig, ports: &BTreeMap<String, u16>) -> anyhow::Res
         "-serial".into(),
         "stdio".into(),
         "-no-reboot".into(),
-        "-kernel".into(),
-        kernel.display().to_string(),
-        "-initrd".into(),
-        initrd.display().to_string(),
-        "-append".into(),
-        append,
         "-netdev".into(),
         format!("user,id=net0,hostname=hermes{hostfwd}"),
         "-device".into(),
@@ -168,6 +251,47 @@ pub fn qemu_args(cfg: &BootConfig, ports: &BTreeMap<String, u16>) -> anyhow::Res
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", qmp.display()),
     ];
+    match &cfg.boot {
+        Boot::Direct => {
+            let kernel = cfg.image_dir.join("vmlinuz");
+            let initrd = cfg.image_dir.join("initramfs.cpio.zst");
+            for f in [&kernel, &initrd] {
+                if !f.exists() {
+                    bail!("{} is missing: run `cargo xtask image` first", f.display());
+                }
+            }
+            let cmdline = std::fs::read_to_string(cfg.image_dir.join("cmdline")).unwrap_or_default();
+            let append = format!("{} {}", cmdline.trim(), cfg.extra_cmdline).trim().to_string();
+            args.extend([
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+            ]);
+            args.extend(["-append".into(), append]);
+        }
+        Boot::Uefi(u) => {
+            let (code, _) = ovmf()?;
+            args.push("-drive".into());
+            args.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            args.push("-drive".into());
+            args.push(format!("if=pflash,format=raw,unit=1,file={}", u.vars.display()));
+            args.push("-drive".into());
+            args.push(format!("if=none,id=boot,file={},format=raw,cache=unsafe", u.disk.display()));
+            args.push("-device".into());
+            args.push("virtio-blk-pci,drive=boot,bootindex=0,serial=HERMES-BOOT".into());
+        }
+    }
+    for (i, d) in cfg.extra_disks.iter().enumerate() {
+        if !d.path.exists() {
+            bail!("extra disk {} is missing", d.path.display());
+        }
+        let ro = if d.read_only { ",readonly=on" } else { "" };
+        args.push("-drive".into());
+        args.push(format!("if=none,id=x{i},file={},format=raw,cache=unsafe{ro}", d.path.display()));
+        args.push("-device".into());
+        args.push(format!("virtio-blk-pci,drive=x{i},serial=HERMES-X{i}"));
+    }
     if cfg.data_disks {
         args.extend(["-device".into(), "ahci,id=ahci1".into()]);
         for i in 0..DATA_DISKS {
@@ -199,6 +323,9 @@ impl Machine {
                 f.set_len(DATA_DISK_BYTES)?;
             }
         }
+        if let Boot::Uefi(u) = &cfg.boot {
+            prepare_uefi(u)?;
+        }
         let qmp_path = cfg.run_dir.join("qmp.sock");
         let _ = std::fs::remove_file(&qmp_path);
         let args = qemu_args(cfg, &ports)?;
@@ -221,9 +348,20 @@ impl Machine {
         let log = std::fs::File::create(cfg.run_dir.join("console.log"))?;
         {
             let console = console.clone();
-            std::thread::Builder::new().name("qemu-console".into()).spawn(move || read_console(stdout, log, &console))?;
+            std::thread::Builder::new()
+                .name("qemu-console".into())
+                .spawn(move || read_console(stdout, log, &console))?;
         }
-        Ok(Machine { child, stdin, console, ports, qmp_path, run_dir: cfg.run_dir.clone(), started: Instant::now(), cursor: 0 })
+        Ok(Machine {
+            child,
+            stdin,
+            console,
+            ports,
+            qmp_path,
+            run_dir: cfg.run_dir.clone(),
+            started: Instant::now(),
+            cursor: 0,
+        })
     }
 
     /// The host port forwarded to guest service `name`.
@@ -340,6 +478,24 @@ impl Machine {
     }
 }
 
+/// Makes the machine's boot disk and variable store (fresh copies, unless kept and present).
+fn prepare_uefi(u: &UefiBoot) -> anyhow::Result<()> {
+    let (_, vars_template) = ovmf()?;
+    for (from, to) in [(&u.image, &u.disk), (&vars_template, &u.vars)] {
+        if u.keep && to.exists() {
+            continue;
+        }
+        if !from.exists() {
+            bail!("{} is missing: run `cargo xtask image` first", from.display());
+        }
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::copy(from, to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
 fn read_qmp_reply(reader: &mut impl BufRead) -> anyhow::Result<serde_json::Value> {
     loop {
         let mut line = String::new();
@@ -425,6 +581,23 @@ pub fn clean_line(raw: &[u8]) -> String {
     out
 }
 
+impl Machine {
+    /// Runs an init console command like [`Machine::console`] and returns the console lines it
+    /// printed before `hermes: console: ok` (issue 5's RAID scenario reads `hermes hw` output).
+    pub fn console_output(&mut self, command: &str, timeout: Duration) -> anyhow::Result<Vec<String>> {
+        let start = {
+            let c = self.console.0.lock().unwrap_or_else(|p| p.into_inner());
+            c.dropped + c.lines.len()
+        };
+        self.cursor = self.cursor.max(start);
+        self.console(command, &[], timeout)?;
+        let c = self.console.0.lock().unwrap_or_else(|p| p.into_inner());
+        let from = start.saturating_sub(c.dropped);
+        let to = self.cursor.saturating_sub(c.dropped).saturating_sub(1);
+        Ok(c.lines.get(from..to).map(<[String]>::to_vec).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
 mod tests {
@@ -452,6 +625,48 @@ mod tests {
         assert_eq!(args.iter().filter(|a| a.starts_with("nvme,")).count(), 8);
         assert_eq!(args.iter().filter(|a| a.starts_with("ide-hd,")).count(), 8);
         assert!(joined.contains("qmp.sock,server=on,wait=off"));
+        assert!(joined.contains("-kernel") && joined.contains("-append console=ttyS0"), "{joined}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn uefi_boot_copies_the_image_keeps_it_when_asked_and_attaches_disks() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("hermes.img");
+        std::fs::write(&image, b"image v1").unwrap();
+        let extra = dir.path().join("bundle.raw");
+        std::fs::write(&extra, b"bundle").unwrap();
+        let run = dir.path().join("run1");
+        let cfg = BootConfig::uefi(image.clone(), run.clone()).attach_disk(extra.clone(), true);
+        let Boot::Uefi(u) = &cfg.boot else { panic!("not UEFI") };
+        assert_eq!(u.disk, run.join("boot.img"));
+        let Ok((code, vars)) = ovmf() else { panic!("OVMF is not installed: apt-get install ovmf") };
+        let args = qemu_args(&cfg, &BTreeMap::new()).unwrap().join(" ");
+        assert!(args.contains(&format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display())), "{args}");
+        assert!(args.contains(&format!("unit=1,file={}", run.join("OVMF_VARS.fd").display())), "{args}");
+        assert!(args.contains("virtio-blk-pci,drive=boot,bootindex=0"), "{args}");
+        assert!(args.contains(&format!("file={},format=raw,cache=unsafe,readonly=on", extra.display())), "{args}");
+        assert!(!args.contains("-kernel"), "{args}");
+
+        // Fresh copies every boot...
+        prepare_uefi(u).unwrap();
+        assert_eq!(std::fs::read(run.join("boot.img")).unwrap(), b"image v1");
+        assert_eq!(std::fs::read(run.join("OVMF_VARS.fd")).unwrap(), std::fs::read(&vars).unwrap());
+        std::fs::write(run.join("boot.img"), b"written by the box").unwrap();
+        prepare_uefi(u).unwrap();
+        assert_eq!(std::fs::read(run.join("boot.img")).unwrap(), b"image v1");
+        // ...unless the boot disk is kept.
+        let boxdisk = dir.path().join("box.img");
+        let kept = BootConfig::uefi(image.clone(), dir.path().join("run2")).with_boot_disk(boxdisk.clone());
+        let Boot::Uefi(k) = &kept.boot else { panic!("not UEFI") };
+        assert_eq!(k.vars, dir.path().join("box.img.vars"));
+        prepare_uefi(k).unwrap();
+        std::fs::write(&boxdisk, b"written by the box").unwrap();
+        prepare_uefi(k).unwrap();
+        assert_eq!(std::fs::read(&boxdisk).unwrap(), b"written by the box");
+        assert!(
+            qemu_args(&BootConfig::uefi(image, run).attach_disk(dir.path().join("nope"), false), &BTreeMap::new())
+                .is_err()
+        );
     }
 }
