@@ -1,9 +1,16 @@
 //! The appliance image builder (host side; nothing in the firmware links this crate).
 //!
+//! - [`bundle`]: signed update bundles (written here, verified by the appliance, which links
+//!   this module for it).
 //! - [`cpio`]: a reproducible newc cpio writer (the initramfs format).
 //! - [`gpt`]: a reproducible GUID partition table writer (for the flashable disk image).
+//! - [`fat`]: a reproducible FAT32 writer with long file names (the EFI system partition).
+//! - [`uki`]: unified kernel images: systemd's stub with the kernel, initramfs, command line and
+//!   os-release appended as PE sections.
+//! - [`disk`]: the disk image: GPT, the ESP with systemd-boot, `loader.conf` and slot A.
 //! - [`modules`]: the closure of the kernel modules the manifest names, and its `modules.dep`.
-//! - [`kernel`]: fetching Debian's kernel and systemd-boot packages with apt into a cache.
+//! - [`kernel`]: fetching Debian's kernel, systemd-boot and the manifest's tools with apt into a
+//!   cache.
 //! - [`initramfs`]: assembling the initramfs: `hermes`, its shared libraries, the modules,
 //!   `/etc` generated from the manifest, device nodes; zstd-compressed.
 //!
@@ -13,11 +20,15 @@
 //! the same inputs (binary, kernel package, manifest, [`SOURCE_DATE_EPOCH`]) give the same bytes;
 //! an image is never built from a manifest that fails its privilege check.
 
+pub mod bundle;
 pub mod cpio;
+pub mod disk;
+pub mod fat;
 pub mod gpt;
 pub mod initramfs;
 pub mod kernel;
 pub mod modules;
+pub mod uki;
 
 /// The fixed mtime of every file in the image unless `SOURCE_DATE_EPOCH` says otherwise
 /// (reproducible-builds.org): 2024-01-01T00:00:00Z, a date before any build.

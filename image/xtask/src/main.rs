@@ -5,19 +5,24 @@
 //! ```
 //!
 //! Steps: check the manifest (structure and privilege rules), build `hermes` with cargo, fetch
-//! Debian's kernel into `target/image-cache` (apt-get download + dpkg-deb -x), assemble the
-//! initramfs (hermes-image), and write
+//! Debian's kernel, systemd-boot and the manifest's tools into `target/image-cache` (apt-get
+//! download + dpkg-deb -x), assemble the initramfs, the unified kernel image and the disk image
+//! (hermes-image), and write
 //!
 //! ```text
+//! target/image/hermes.img              the flashable disk image (GPT, ESP, systemd-boot, slot A)
+//! target/image/hermes.efi              the UKI of slot A (what an update bundle carries)
 //! target/image/vmlinuz                 the kernel (direct -kernel boot)
 //! target/image/initramfs.cpio.zst      the initramfs (-initrd)
-//! target/image/cmdline                 the kernel command line for direct boot
+//! target/image/cmdline                 the kernel command line (direct boot and the UKI's)
 //! target/image/build.json              what went in: versions, sizes, modules, libraries
 //! ```
 //!
 //! What it is not: a CI driver. It builds; tests live in `cargo test` and `qemu/`.
 //!
 //! Invariant: running it twice on the same inputs gives identical files.
+
+mod bundle;
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -40,11 +45,14 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask image [--profile release|dev] [--skip-build]"
+    "usage: cargo xtask image [--profile release|dev] [--skip-build] | cargo xtask bundle --version V [--cmdline-extra S] [--out FILE]"
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
     let Some((cmd, rest)) = args.split_first() else { bail!("{}", usage()) };
+    if cmd == "bundle" {
+        return bundle::command(&workspace_root()?, rest);
+    }
     if cmd != "image" {
         bail!("unknown command `{cmd}`; {}", usage());
     }
@@ -79,11 +87,14 @@ fn image(root: &Path, profile: &str, skip_build: bool) -> anyhow::Result<()> {
     eprintln!("xtask: manifest ok: {} services", manifest.services.len());
 
     let target = root.join("target");
+    // The update key: its public half is built into hermes, the bundle step signs with it.
+    let signing = bundle::signing_key(&target)?;
     if !skip_build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         eprintln!("xtask: building hermes ({profile})");
         let status = Command::new(cargo)
             .args(["build", "-p", "hermes", "--profile", profile])
+            .env(bundle::PUBKEY_ENV, signing.public().to_hex())
             .current_dir(root)
             .status()
             .context("cannot run cargo")?;
@@ -98,10 +109,14 @@ fn image(root: &Path, profile: &str, skip_build: bool) -> anyhow::Result<()> {
     }
 
     eprintln!("xtask: kernel from Debian (cache target/image-cache)");
-    let kernel = hermes_image::kernel::fetch(&target.join("image-cache"))?;
+    let cache = target.join("image-cache");
+    let kernel = hermes_image::kernel::fetch(&cache)?;
+    let tool_specs = hermes_core_tools(&manifest_text)?;
+    let tools = hermes_image::kernel::fetch_tools(&cache, &tool_specs)?;
     let out = target.join("image");
     std::fs::create_dir_all(&out)?;
-    let scratch = out.join("scratch");
+    // Per process: two builds at once must not remove each other's scratch files.
+    let scratch = out.join(format!("scratch-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
 
     let version = env!("CARGO_PKG_VERSION");
@@ -114,31 +129,75 @@ fn image(root: &Path, profile: &str, skip_build: bool) -> anyhow::Result<()> {
             kernel_version: &kernel.version,
             mtime: hermes_image::source_date_epoch(),
             version,
+            tools: &tools,
         },
         &scratch,
     )?;
+    let vmlinuz = std::fs::read(&kernel.vmlinuz)?;
+    let boot_dir = kernel.root.join("usr/lib/systemd/boot/efi");
+    let stub = read(&boot_dir.join("linuxx64.efi.stub"))?;
+    let systemd_boot = read(&boot_dir.join("systemd-bootx64.efi"))?;
+    let uki = hermes_image::uki::build(&hermes_image::uki::UkiInputs {
+        stub: &stub,
+        version,
+        cmdline: CMDLINE,
+        uname: &kernel.version,
+        linux: &vmlinuz,
+        initrd: &built.compressed,
+    })
+    .context("unified kernel image")?;
+    let mtime = hermes_image::source_date_epoch();
+    let disk = hermes_image::disk::build(&hermes_image::disk::DiskInputs {
+        systemd_boot: &systemd_boot,
+        uki: &uki,
+        version,
+        mtime,
+    })
+    .context("disk image")?;
+    write_if_changed(&out.join("hermes.efi"), &uki)?;
+    write_if_changed(&out.join("hermes.img"), &disk)?;
     write_if_changed(&out.join("initramfs.cpio.zst"), &built.compressed)?;
-    write_if_changed(&out.join("vmlinuz"), &std::fs::read(&kernel.vmlinuz)?)?;
+    write_if_changed(&out.join("vmlinuz"), &vmlinuz)?;
     write_if_changed(&out.join("cmdline"), format!("{CMDLINE}\n").as_bytes())?;
     let info = format!(
-        "{{\n  \"version\": \"{version}\",\n  \"kernel\": \"{}\",\n  \"initramfs_bytes\": {},\n  \"cpio_bytes\": {},\n  \"entries\": {},\n  \"modules\": [{}],\n  \"libraries\": [{}]\n}}\n",
+        "{{\n  \"version\": \"{version}\",\n  \"kernel\": \"{}\",\n  \"disk_bytes\": {},\n  \"esp_bytes\": {},\n  \"uki_bytes\": {},\n  \"kernel_bytes\": {},\n  \"initramfs_bytes\": {},\n  \"cpio_bytes\": {},\n  \"entries\": {},\n  \"tools\": [{}],\n  \"modules\": [{}],\n  \"libraries\": [{}]\n}}\n",
         kernel.version,
+        disk.len(),
+        hermes_image::disk::ESP_BYTES,
+        uki.len(),
+        vmlinuz.len(),
         built.compressed.len(),
         built.cpio_bytes,
         built.entries,
+        tools.iter().map(|t| format!("\"{}:{}\"", t.package, t.path)).collect::<Vec<_>>().join(", "),
         built.modules.iter().map(|m| format!("\"{}\"", m.name)).collect::<Vec<_>>().join(", "),
         built.libraries.iter().map(|l| format!("\"{}\"", l.display())).collect::<Vec<_>>().join(", "),
     );
     write_if_changed(&out.join("build.json"), info.as_bytes())?;
     let _ = std::fs::remove_dir_all(&scratch);
+    let mib = |n: usize| n as f64 / 1048576.0;
     eprintln!(
-        "xtask: wrote {} (kernel {}, initramfs {:.1} MiB, {} modules)",
+        "xtask: wrote {} (kernel {}: {:.1} MiB; initramfs {:.1} MiB, {} modules; UKI {:.1} MiB; hermes.img {:.1} MiB, ESP {:.1} MiB free after slot A)",
         out.display(),
         kernel.version,
-        built.compressed.len() as f64 / 1048576.0,
-        built.modules.len()
+        mib(vmlinuz.len()),
+        mib(built.compressed.len()),
+        built.modules.len(),
+        mib(uki.len()),
+        mib(disk.len()),
+        mib(hermes_image::disk::ESP_BYTES as usize - uki.len() - 2 * systemd_boot.len()),
     );
+    bundle::write(&out, &signing, version, &uki, &hermes)?;
     Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The manifest's `[image] tools`.
+fn hermes_core_tools(text: &str) -> anyhow::Result<Vec<hermes_core::manifest::Tool>> {
+    hermes_core::manifest::image_tools(text).map_err(|e| anyhow::anyhow!("image/manifest.toml: {e}"))
 }
 
 /// Writes `data` unless the file already holds it (keeps mtimes stable for make-like users).
@@ -146,7 +205,9 @@ fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     if std::fs::read(path).ok().as_deref() == Some(data) {
         return Ok(());
     }
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, data).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
     Ok(())

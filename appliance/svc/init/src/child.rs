@@ -74,12 +74,7 @@ pub fn merge_endpoints<'a>(services: impl Iterator<Item = &'a ServiceEndpoints>)
 
 /// Reads a child's output line by line until EOF, handing each line to `sink` as a finished
 /// JSON line (see [`format_line`]). Lines longer than [`MAX_LOG_LINE`] are cut.
-pub async fn pass_through(
-    reader: impl AsyncRead + Unpin,
-    service: &str,
-    stream: &str,
-    mut sink: impl FnMut(Vec<u8>),
-) {
+pub async fn pass_through(reader: impl AsyncRead + Unpin, service: &str, stream: &str, mut sink: impl FnMut(Vec<u8>)) {
     let mut reader = tokio::io::BufReader::new(reader);
     let mut line = Vec::with_capacity(256);
     loop {

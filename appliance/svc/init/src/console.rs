@@ -7,6 +7,11 @@
 //! poweroff | reboot               orderly shutdown
 //! hermes domain ...               the CLI's domain, account and deliver commands, run as root
 //! hermes account ... --password-stdin     the next console line is the password (not echoed)
+//! hermes firmware status [--json]         the firmware slots (run by init itself)
+//! hermes firmware install PATH [--force] [--no-reboot]
+//!                                 a bundle from a file or block device (/dev/vdb)
+//! hermes firmware mark-good       mark the running slot good by hand
+//! hermes hw status|selftest|scrub|provision|fail ...   disk and RAID health (run as root)
 //! ```
 //!
 //! What it is not: a shell. Nothing else runs; arguments are split on white space (no quoting,
@@ -18,7 +23,7 @@
 //! as root become readable by the services that read them).
 
 /// The `hermes` subcommands the console runs.
-pub const ALLOWED: [&str; 4] = ["domain", "account", "deliver", "queue"];
+pub const ALLOWED: [&str; 5] = ["domain", "account", "deliver", "queue", "hw"];
 
 /// A parsed console line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +34,21 @@ pub enum Line {
     Poweroff,
     Reboot,
     /// `hermes ARGS`, and whether the next line is its standard input (a password).
-    Hermes { args: Vec<String>, stdin_line: bool },
+    Hermes {
+        args: Vec<String>,
+        stdin_line: bool,
+    },
+    /// `hermes firmware ARGS`: init runs these itself (it owns the ESP and the reboot).
+    Firmware(Firmware),
     Unknown(String),
+}
+
+/// A console firmware command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    Status { json: bool },
+    Install { path: String, force: bool, reboot: bool },
+    MarkGood,
 }
 
 pub fn parse(line: &str) -> Line {
@@ -41,6 +59,21 @@ pub fn parse(line: &str) -> Line {
         ["log"] => Line::Log,
         ["poweroff"] | ["halt"] => Line::Poweroff,
         ["reboot"] => Line::Reboot,
+        ["hermes", "firmware", rest @ ..] => match rest {
+            ["status"] => Line::Firmware(Firmware::Status { json: false }),
+            ["status", "--json"] => Line::Firmware(Firmware::Status { json: true }),
+            ["mark-good"] => Line::Firmware(Firmware::MarkGood),
+            ["install", path, flags @ ..]
+                if flags.iter().all(|f| matches!(*f, "--force" | "--no-reboot")) && !path.starts_with('-') =>
+            {
+                Line::Firmware(Firmware::Install {
+                    path: path.to_string(),
+                    force: flags.contains(&"--force"),
+                    reboot: !flags.contains(&"--no-reboot"),
+                })
+            }
+            _ => Line::Unknown("hermes firmware".into()),
+        },
         ["hermes", sub, ..] if ALLOWED.contains(sub) => Line::Hermes {
             args: words[1..].iter().map(|w| w.to_string()).collect(),
             stdin_line: words.contains(&"--password-stdin"),
@@ -75,6 +108,13 @@ mod tests {
             }
         );
         assert_eq!(parse("hermes up"), Line::Unknown("hermes".into()));
+        assert_eq!(parse("hermes firmware status"), Line::Firmware(Firmware::Status { json: false }));
+        assert_eq!(
+            parse("hermes firmware install /dev/vdb --no-reboot"),
+            Line::Firmware(Firmware::Install { path: "/dev/vdb".into(), force: false, reboot: false })
+        );
+        assert_eq!(parse("hermes firmware install --force"), Line::Unknown("hermes firmware".into()));
+        assert_eq!(parse("hermes firmware install /x --yes"), Line::Unknown("hermes firmware".into()));
         assert_eq!(parse("sh -c x"), Line::Unknown("sh".into()));
     }
 }

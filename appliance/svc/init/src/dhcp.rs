@@ -138,8 +138,12 @@ fn pseudo_random_xid(mac: [u8; 6]) -> u32 {
 pub fn acquire(interface: &str, mac: [u8; 6], hostname: &str, deadline: Duration) -> std::io::Result<Lease> {
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))?;
     socket.set_broadcast(true)?;
-    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::BindToDevice, &std::ffi::OsString::from(interface))
-        .map_err(std::io::Error::from)?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::BindToDevice,
+        &std::ffi::OsString::from(interface),
+    )
+    .map_err(std::io::Error::from)?;
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     let start = Instant::now();
     let mut buf = [0u8; 1500];

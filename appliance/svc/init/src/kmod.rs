@@ -140,7 +140,11 @@ mod tests {
         );
         assert_eq!(
             t.load_order("virtio_net").unwrap(),
-            vec!["kernel/net/core/failover.ko", "kernel/drivers/net/net_failover.ko", "kernel/drivers/net/virtio_net.ko"]
+            vec![
+                "kernel/net/core/failover.ko",
+                "kernel/drivers/net/net_failover.ko",
+                "kernel/drivers/net/virtio_net.ko"
+            ]
         );
         assert_eq!(t.load_order("virtio-net"), t.load_order("virtio_net"));
         assert_eq!(t.load_order("nope"), None);

@@ -7,7 +7,11 @@
 //! hostname; bring the network up (`net`: static from `network.toml`, else DHCPv4); give each
 //! data path its owner (`services::apply_ownership`); start the watchdog; start every service
 //! of the manifest as its own user in dependency order (`services`); print `hermes: ready`.
-//! Then: reap zombies (`reaper`), answer console commands (`console`), and on SIGTERM, SIGINT
+//! The EFI system partition is mounted at /boot/efi and efivarfs with it (`esp`) right after
+//! the modules load; a firmware slot on trial is marked good once the services stay healthy, or
+//! the box reboots to fall back (`trial`, `firmware`).
+//! Then: reap zombies (`reaper`), answer console commands (`console`) and the control socket
+//! `DATA/run/control.sock` (`control`), and on SIGTERM, SIGINT
 //! (Ctrl-Alt-Del), SIGUSR2, SIGPWR, the ACPI power button or a console `poweroff`/`reboot`,
 //! shut down in order (services in reverse, sync, unmount or remount read-only, reboot(2)).
 //!
@@ -24,7 +28,10 @@
 pub mod appliance_config;
 pub mod child;
 pub mod console;
+pub mod control;
 pub mod dhcp;
+pub mod esp;
+pub mod firmware;
 pub mod kmod;
 pub mod log;
 pub mod mounts;
@@ -33,6 +40,7 @@ pub mod netlink;
 pub mod reaper;
 pub mod services;
 pub mod sys;
+pub mod trial;
 
 use hermes_core::manifest::{MANIFEST_PATH, Manifest};
 use hermes_core::paths::DataDir;
@@ -77,6 +85,7 @@ pub fn run() -> ! {
 fn finish(halt: Halt) -> ! {
     nix::unistd::sync();
     log::detach_file();
+    esp::take_down();
     for e in mounts::take_down(Path::new(DATA)) {
         say(&e);
     }
@@ -106,7 +115,10 @@ fn boot_and_serve(started: Instant) -> Halt {
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     say(&format!("Hermes {} starting (kernel {kernel})", env!("CARGO_PKG_VERSION")));
 
-    let manifest = match std::fs::read_to_string(MANIFEST_PATH).map_err(|e| e.to_string()).and_then(|t| Manifest::parse(&t).map_err(|e| e.to_string())) {
+    let manifest = match std::fs::read_to_string(MANIFEST_PATH)
+        .map_err(|e| e.to_string())
+        .and_then(|t| Manifest::parse(&t).map_err(|e| e.to_string()))
+    {
         Ok(m) => Some(m),
         Err(e) => {
             say(&format!("{MANIFEST_PATH}: {e}; no services will start"));
@@ -121,8 +133,16 @@ fn boot_and_serve(started: Instant) -> Halt {
     for p in problems {
         say(&format!("modules: {p}"));
     }
+    let (esp_lines, _) = esp::bring_up();
+    for l in esp_lines {
+        say(&format!("firmware: {l}"));
+    }
 
     let data = DataDir::new(DATA);
+    // md arrays first (hw provisions /data as RAID10): then the volume label can be found.
+    for l in hermes_hw::provision::assemble_all(Path::new("/")) {
+        say(&format!("raid: {l}"));
+    }
     match mounts::find_data_volume() {
         Some(dev) => match mounts::mount_data_volume(&dev, Path::new(DATA)) {
             Ok(()) => say(&format!("/data: {dev}")),
@@ -146,7 +166,8 @@ fn boot_and_serve(started: Instant) -> Halt {
         Ok(false) => {}
         Err(e) => say(&format!("config: cannot write the default: {e}")),
     }
-    let hostname = match std::fs::read_to_string(data.config_file()).map(|t| hermes_core::config::Config::from_toml(&t)) {
+    let hostname = match std::fs::read_to_string(data.config_file()).map(|t| hermes_core::config::Config::from_toml(&t))
+    {
         Ok(Ok(c)) => c.hostname,
         Ok(Err(e)) => {
             say(&format!("config: {} is invalid: {e:?}", data.config_file().display()));
@@ -283,7 +304,11 @@ async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant) -> H
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/bin/hermes"));
     let manifest = manifest.unwrap_or(Manifest {
-        image: hermes_core::manifest::ImageSpec { hostname: "hermes".into(), modules: vec![], optional_modules: vec![] },
+        image: hermes_core::manifest::ImageSpec {
+            hostname: "hermes".into(),
+            modules: vec![],
+            optional_modules: vec![],
+        },
         services: vec![],
     });
     let order = manifest.start_order().unwrap_or_default();
@@ -298,6 +323,10 @@ async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant) -> H
         .collect();
 
     tokio::spawn(console_loop(sup.clone(), halt_tx.clone()));
+    let started_at = chrono::Utc::now().timestamp() - started.elapsed().as_secs() as i64;
+    tokio::spawn(control::serve(sup.clone(), started_at, halt_tx.clone()));
+    let trial = trial::TrialConfig::load(&data.config_dir().join("firmware.toml"));
+    tokio::spawn(trial::watch(sup.clone(), trial, started, halt_tx.clone()));
 
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
@@ -324,6 +353,7 @@ async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant) -> H
         let _ = task.await;
     }
     let _ = std::fs::remove_file(data.endpoints_file());
+    let _ = std::fs::remove_file(data.control_socket());
     // Anything left (orphans of services) gets SIGTERM, then SIGKILL.
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), nix::sys::signal::Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -398,12 +428,70 @@ async fn console_loop(sup: Arc<services::Supervisor>, halt: mpsc::UnboundedSende
                 say("console: ok");
                 let _ = halt.send(Halt::Reboot);
             }
+            console::Line::Firmware(cmd) => firmware_console(cmd, &halt).await,
             console::Line::Hermes { args, stdin_line } => {
                 let input = if stdin_line { rx.recv().await } else { None };
                 run_cli(&sup, &args, input).await;
             }
             console::Line::Unknown(word) => {
-                say(&format!("console: failed (unknown command `{word}`; try status, log, poweroff, reboot, hermes domain|account|deliver|queue ...)"));
+                say(&format!(
+                    "console: failed (unknown command `{word}`; try status, log, poweroff, reboot, hermes domain|account|deliver|queue|firmware ...)"
+                ));
+            }
+        }
+    }
+}
+
+/// A console `hermes firmware ...`, run by init itself (it owns the ESP and the reboot).
+async fn firmware_console(cmd: console::Firmware, halt: &mpsc::UnboundedSender<Halt>) {
+    match cmd {
+        console::Firmware::Status { json } => match control::firmware_status().await {
+            Ok(s) if json => {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                say("console: ok");
+            }
+            Ok(s) => {
+                for l in firmware::render(&s).lines() {
+                    say(&format!("firmware: {l}"));
+                }
+                say("console: ok");
+            }
+            Err(e) => say(&format!("console: failed ({e})")),
+        },
+        console::Firmware::MarkGood => match control::firmware_mark_good().await {
+            Ok(Some(name)) => {
+                say(&format!("firmware: the running slot is now {name} (good)"));
+                say("console: ok");
+            }
+            Ok(None) => {
+                say("firmware: the running slot is already good");
+                say("console: ok");
+            }
+            Err(e) => say(&format!("console: failed ({e})")),
+        },
+        console::Firmware::Install { path, force, reboot } => {
+            say(&format!("firmware: verifying the bundle on {path}"));
+            match control::firmware_install(PathBuf::from(&path), force).await {
+                Ok(done) => {
+                    if !done.removed.is_empty() {
+                        say(&format!("firmware: removed the old slot {}", done.removed.join(", ")));
+                    }
+                    if let Some(d) = &done.demoted {
+                        say(&format!("firmware: the running slot is kept as the fallback {d}"));
+                    }
+                    say(&format!(
+                        "firmware: installed {} as {} ({} tries){}",
+                        done.version,
+                        done.file,
+                        firmware::TRIES,
+                        if reboot { "; rebooting into it" } else { "; it boots at the next reboot" }
+                    ));
+                    say("console: ok");
+                    if reboot {
+                        let _ = halt.send(Halt::Reboot);
+                    }
+                }
+                Err(e) => say(&format!("console: failed (firmware install refused: {e})")),
             }
         }
     }

@@ -52,7 +52,14 @@ pub const API_MOUNTS: [Mount; 7] = [
         data: Some("mode=0755,size=10%"),
         mode: 0o755,
     },
-    Mount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: NOSUID_NODEV_NOEXEC, data: Some("mode=1777,size=10%"), mode: 0o1777 },
+    Mount {
+        source: "tmpfs",
+        target: "/tmp",
+        fstype: "tmpfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: Some("mode=1777,size=10%"),
+        mode: 0o1777,
+    },
     Mount {
         source: "cgroup2",
         target: "/sys/fs/cgroup",
@@ -90,7 +97,12 @@ pub fn mount_api() -> Vec<String> {
     {
         errors.push(format!("mount tmpfs on /dev/shm: {e}"));
     }
-    for (link, target) in [("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0"), ("/dev/stdout", "/proc/self/fd/1"), ("/dev/stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
         let _ = std::os::unix::fs::symlink(target, link);
     }
     errors
@@ -114,10 +126,8 @@ pub const DATA_LABEL: &str = "hermes-data";
 /// Finds a block device whose ext4 volume label is [`DATA_LABEL`] (`/dev/md127` once hw has
 /// assembled the array, or a single disk in tests).
 pub fn find_data_volume() -> Option<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir("/sys/class/block").ok()?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
     names.sort();
     // md arrays first: a member disk of a RAID1/10 can carry the same superblock.
     names.sort_by_key(|n| !n.starts_with("md"));

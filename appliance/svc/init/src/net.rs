@@ -79,7 +79,9 @@ impl NetworkConfig {
             }
             for (j, v6) in iface.ipv6.iter().enumerate() {
                 match parse_cidr(v6) {
-                    Ok((ip, _)) if !ip.is_ipv6() => errors.push(format!("interface[{i}].ipv6[{j}]: `{v6}` is not IPv6")),
+                    Ok((ip, _)) if !ip.is_ipv6() => {
+                        errors.push(format!("interface[{i}].ipv6[{j}]: `{v6}` is not IPv6"))
+                    }
                     Ok(_) => {}
                     Err(e) => errors.push(format!("interface[{i}].ipv6[{j}]: {e}")),
                 }

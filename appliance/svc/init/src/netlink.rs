@@ -208,9 +208,13 @@ mod tests {
             }
             let mut nl = Netlink::open().ok()?;
             let lo = nix::net::if_::if_nametoindex("lo").ok()?;
-            Some(nl.link_up(lo).map_err(|e| ("link", e)).and_then(|()| nl.add_address(lo, &"127.0.0.2".parse().unwrap(), 8).map_err(|e| ("addr", e)))
-                .and_then(|()| nl.add_address(lo, &"192.0.2.7".parse().unwrap(), 24).map_err(|e| ("addr2", e)))
-                .and_then(|()| nl.default_route(lo, &"192.0.2.1".parse().unwrap()).map_err(|e| ("route", e))))
+            Some(
+                nl.link_up(lo)
+                    .map_err(|e| ("link", e))
+                    .and_then(|()| nl.add_address(lo, &"127.0.0.2".parse().unwrap(), 8).map_err(|e| ("addr", e)))
+                    .and_then(|()| nl.add_address(lo, &"192.0.2.7".parse().unwrap(), 24).map_err(|e| ("addr2", e)))
+                    .and_then(|()| nl.default_route(lo, &"192.0.2.1".parse().unwrap()).map_err(|e| ("route", e))),
+            )
         })
         .join()
         .unwrap();

@@ -72,6 +72,8 @@ pub struct Status {
     pub pid: Option<u32>,
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// When the current process started (unix seconds).
+    pub started_at: Option<i64>,
 }
 
 /// What the supervision tasks share.
@@ -87,14 +89,30 @@ pub struct Supervisor {
     announced: Mutex<bool>,
     /// When init started, for the boot time in the `ready` report.
     started: Instant,
+    /// Services the kernel command line's `hermes.test_fail=` names: never started, reported
+    /// as failing (the update-rollback test builds a UKI with it; see docs/image.md).
+    pub test_fail: Vec<String>,
 }
 
 impl Supervisor {
-    pub fn new(manifest: Manifest, data: DataDir, exe: PathBuf, reaper: Arc<Reaper>, started: Instant) -> Arc<Supervisor> {
+    pub fn new(
+        manifest: Manifest,
+        data: DataDir,
+        exe: PathBuf,
+        reaper: Arc<Reaper>,
+        started: Instant,
+    ) -> Arc<Supervisor> {
         let status = manifest
             .services
             .iter()
-            .map(|s| Status { name: s.name.clone(), state: State::Waiting, pid: None, restarts: 0, last_exit: None })
+            .map(|s| Status {
+                name: s.name.clone(),
+                state: State::Waiting,
+                pid: None,
+                restarts: 0,
+                last_exit: None,
+                started_at: None,
+            })
             .collect();
         Arc::new(Supervisor {
             manifest,
@@ -106,6 +124,7 @@ impl Supervisor {
             changed: watch::channel(0).0,
             announced: Mutex::new(false),
             started,
+            test_fail: test_fail(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()),
         })
     }
 
@@ -197,6 +216,17 @@ impl Supervisor {
     }
 }
 
+/// The services `hermes.test_fail=a,b` on a kernel command line names.
+pub fn test_fail(cmdline: &str) -> Vec<String> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("hermes.test_fail="))
+        .flat_map(|v| v.split(','))
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The credentials of `spec` from the manifest.
 pub fn credentials(manifest: &Manifest, spec: &ServiceSpec) -> Credentials {
     let mut groups = vec![spec.gid];
@@ -257,6 +287,7 @@ pub async fn supervise(sup: Arc<Supervisor>, index: usize, mut stop: watch::Rece
             sup.set(&name, |s| {
                 s.state = State::Failed;
                 s.pid = None;
+                s.started_at = None;
                 s.last_exit = Some(exit.clone());
             });
             crate::log::say(&format!(
@@ -273,6 +304,7 @@ pub async fn supervise(sup: Arc<Supervisor>, index: usize, mut stop: watch::Rece
         sup.set(&name, |s| {
             s.state = State::Backoff;
             s.pid = None;
+            s.started_at = None;
             s.last_exit = Some(exit.clone());
         });
         crate::log::say(&format!("{name} {exit}; restarting in {} s", delay.as_secs_f32()));
@@ -296,6 +328,14 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// was stopped for shutdown.
 async fn run_once(sup: &Arc<Supervisor>, spec: &ServiceSpec, stop: &mut watch::Receiver<bool>) -> Option<String> {
     let name = spec.name.as_str();
+    if sup.test_fail.iter().any(|n| n == name) {
+        sup.set(name, |s| s.state = State::Starting);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stopped(stop) => return None,
+        }
+        return Some("exit status 1 (not started: hermes.test_fail on the kernel command line)".into());
+    }
     let mut cmd = command(sup, spec);
     let (mut child, mut exited) = match sup.reaper.spawn(&mut cmd) {
         Ok(c) => c,
@@ -305,6 +345,7 @@ async fn run_once(sup: &Arc<Supervisor>, spec: &ServiceSpec, stop: &mut watch::R
     sup.set(name, |s| {
         s.state = State::Starting;
         s.pid = Some(pid);
+        s.started_at = Some(chrono::Utc::now().timestamp());
     });
     let mut pipes = Vec::new();
     for (stream, fd) in [
@@ -455,6 +496,12 @@ mod tests {
     }
 
     #[test]
+    fn test_fail_flag() {
+        assert_eq!(test_fail("console=ttyS0 hermes.test_fail=store,router quiet"), ["store", "router"]);
+        assert!(test_fail("console=ttyS0 quiet").is_empty());
+    }
+
+    #[test]
     fn credentials_follow_the_manifest() {
         let m = manifest();
         let router = m.service("router").unwrap();
@@ -477,7 +524,8 @@ mod tests {
         let data = DataDir::new(dir.path());
         std::fs::create_dir_all(data.directory_dir().join("accounts")).unwrap();
         std::fs::write(data.directory_dir().join("accounts/a"), "x").unwrap();
-        std::fs::set_permissions(data.directory_dir().join("accounts/a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(data.directory_dir().join("accounts/a"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         assert!(apply_ownership(&m, &data).is_empty());
         let store = std::fs::metadata(data.store_dir()).unwrap();
         assert_eq!((store.uid(), store.mode() & 0o777), (201, 0o700));

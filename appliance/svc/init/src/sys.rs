@@ -118,7 +118,10 @@ mod tests {
             return;
         }
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "id -u; id -g; id -G; grep -E '^Cap(Eff|Amb|Bnd)' /proc/self/status; grep NoNewPrivs /proc/self/status"]);
+        cmd.args([
+            "-c",
+            "id -u; id -g; id -G; grep -E '^Cap(Eff|Amb|Bnd)' /proc/self/status; grep NoNewPrivs /proc/self/status",
+        ]);
         drop_privileges(
             &mut cmd,
             Credentials { uid: 65534, gid: 65534, groups: vec![65534, 900], capabilities: vec![10] },

@@ -1,0 +1,296 @@
+//! Init's control socket, `DATA/run/control.sock` (root only, 0600): one JSON object per line,
+//! one answer line each, like the host-mode supervisor's, so `hermes status` works on the
+//! appliance too.
+//!
+//! ```text
+//! {"op":"status"}                       -> hermes_core::ipc::ControlResponse
+//! {"op":"firmware_status"}              -> {"ok":true,"firmware":{slots, running, ...}}
+//! {"op":"firmware_install","path":"/dev/vdb","force":false,"reboot":true}
+//!                                       -> {"ok":true,"installed":{...},"rebooting":true}
+//! anything else                         -> {"ok":false,"error":"..."}
+//! ```
+//!
+//! What it is not: an admin API. It answers root on the box (the console, and later the admin
+//! service once the manifest grants it the socket); accounts and settings are the admin UI's.
+//!
+//! Invariants: a request line is bounded ([`MAX_LINE`]) and an idle connection closed after
+//! [`IDLE`]; a bad request is answered, never a reason to drop the socket or panic; one firmware
+//! operation runs at a time ([`FIRMWARE_LOCK`]); an install that reboots answers first.
+
+use crate::Halt;
+use crate::firmware::{self, FirmwareError, InstallOptions, Installed, Running};
+use crate::services::{State, Supervisor};
+use hermes_core::ipc::{ControlResponse, ServiceState, ServiceStatus};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Longest request line.
+pub const MAX_LINE: u64 = 4096;
+/// An idle connection is closed after this.
+pub const IDLE: Duration = Duration::from_secs(30);
+/// One firmware operation at a time (console, socket and the trial watch).
+pub static FIRMWARE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A control request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    FirmwareStatus,
+    FirmwareInstall {
+        /// A bundle file or a block device holding one.
+        path: PathBuf,
+        #[serde(default)]
+        force: bool,
+        #[serde(default = "yes")]
+        reboot: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Why the ESP cannot be used, if it cannot.
+fn esp_ready() -> Result<&'static Path, FirmwareError> {
+    let esp = Path::new(firmware::ESP_MOUNT);
+    if !crate::mounts::is_mounted(firmware::ESP_MOUNT) {
+        return Err(FirmwareError::Other(format!(
+            "no EFI system partition is mounted on {} (this boot did not come from the Hermes disk image)",
+            esp.display()
+        )));
+    }
+    Ok(esp)
+}
+
+/// The firmware status of this box.
+pub async fn firmware_status() -> Result<firmware::Status, String> {
+    let _guard = FIRMWARE_LOCK.lock().await;
+    tokio::task::spawn_blocking(|| esp_ready().and_then(|esp| firmware::status(esp, &Running::here())))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Verifies and installs the bundle at `path` (a file or a block device).
+pub async fn firmware_install(path: PathBuf, force: bool) -> Result<Installed, String> {
+    let _guard = FIRMWARE_LOCK.lock().await;
+    tokio::task::spawn_blocking(move || {
+        let esp = esp_ready()?;
+        let key = firmware::trusted_key()?;
+        let bytes = firmware::read_bundle(&path)?;
+        firmware::install(esp, &bytes, &key, &Running::here(), InstallOptions { force })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// Marks the running slot good by hand.
+pub async fn firmware_mark_good() -> Result<Option<String>, String> {
+    let _guard = FIRMWARE_LOCK.lock().await;
+    tokio::task::spawn_blocking(|| esp_ready().and_then(|esp| firmware::mark_good(esp, &Running::here())))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// The status answer, in the host-mode supervisor's shape.
+pub fn status_response(sup: &Supervisor, started_at: i64) -> ControlResponse {
+    let services = sup
+        .statuses()
+        .into_iter()
+        .map(|s| ServiceStatus {
+            name: s.name,
+            pid: s.pid,
+            state: match s.state {
+                State::Waiting | State::Starting => ServiceState::Starting,
+                State::Running => ServiceState::Running,
+                State::Backoff => ServiceState::Backoff,
+                State::Stopping => ServiceState::Stopping,
+                State::Failed | State::Stopped => ServiceState::Stopped,
+            },
+            restarts: s.restarts,
+            started_at: s.started_at,
+            last_exit: match (s.state, s.last_exit) {
+                (State::Failed, Some(e)) => Some(format!("{e}; failed: left stopped after its start limit")),
+                (_, e) => e,
+            },
+        })
+        .collect();
+    ControlResponse {
+        ok: true,
+        error: None,
+        supervisor_pid: std::process::id(),
+        started_at,
+        services,
+        endpoints: sup.endpoints(),
+    }
+}
+
+fn error(text: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({"ok": false, "error": text.into()})
+}
+
+/// Answers one request line; `Some(halt)` when the box should go down after the answer.
+pub async fn answer(line: &[u8], sup: &Supervisor, started_at: i64) -> (serde_json::Value, Option<Halt>) {
+    let request = match serde_json::from_slice::<Request>(line) {
+        Ok(r) => r,
+        Err(e) => return (error(format!("bad request: {e}")), None),
+    };
+    match request {
+        Request::Status => {
+            (serde_json::to_value(status_response(sup, started_at)).unwrap_or_else(|e| error(e.to_string())), None)
+        }
+        Request::FirmwareStatus => match firmware_status().await {
+            Ok(s) => (serde_json::json!({"ok": true, "firmware": s}), None),
+            Err(e) => (error(e), None),
+        },
+        Request::FirmwareInstall { path, force, reboot } => match firmware_install(path, force).await {
+            Ok(installed) => {
+                crate::log::say(&format!(
+                    "firmware: installed {} as {}{}",
+                    installed.version,
+                    installed.file,
+                    if reboot { "; rebooting into it" } else { "; it boots at the next reboot" }
+                ));
+                (
+                    serde_json::json!({"ok": true, "installed": installed, "rebooting": reboot}),
+                    reboot.then_some(Halt::Reboot),
+                )
+            }
+            Err(e) => {
+                crate::log::say(&format!("firmware: install refused: {e}"));
+                (error(e), None)
+            }
+        },
+    }
+}
+
+/// Serves the control socket until the runtime ends.
+pub async fn serve(sup: Arc<Supervisor>, started_at: i64, halt: mpsc::UnboundedSender<Halt>) {
+    let path = sup.data.control_socket();
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            crate::log::say(&format!("control: cannot listen on {}: {e}", path.display()));
+            return;
+        }
+    };
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(session(stream, sup.clone(), started_at, halt.clone()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn session(
+    stream: tokio::net::UnixStream,
+    sup: Arc<Supervisor>,
+    started_at: i64,
+    halt: mpsc::UnboundedSender<Halt>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LINE);
+        match tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut line)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        let too_long = !line.ends_with(b"\n");
+        let (value, then) =
+            if too_long { (error("request too long"), None) } else { answer(&line, &sup, started_at).await };
+        let Ok(mut json) = serde_json::to_vec(&value) else { return };
+        json.push(b'\n');
+        let written = write.write_all(&json).await.is_ok();
+        if let Some(h) = then {
+            let _ = write.shutdown().await;
+            let _ = halt.send(h);
+            return;
+        }
+        if !written || too_long {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
+mod tests {
+    use super::*;
+    use hermes_core::manifest::Manifest;
+    use hermes_core::paths::DataDir;
+    use tokio::io::AsyncBufReadExt;
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(serde_json::from_str::<Request>(r#"{"op":"status"}"#).unwrap(), Request::Status);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"op":"firmware_status"}"#).unwrap(), Request::FirmwareStatus);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"firmware_install","path":"/dev/vdb"}"#).unwrap(),
+            Request::FirmwareInstall { path: "/dev/vdb".into(), force: false, reboot: true }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"firmware_install"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    /// A real socket: `status` in the supervisor's shape (so `hermes status` reads it), bad
+    /// requests answered, firmware ops refused clearly where no ESP is mounted.
+    #[tokio::test]
+    async fn socket_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        std::fs::create_dir_all(data.run_dir()).unwrap();
+        let manifest = Manifest::parse(include_str!("../../../../image/manifest.toml")).unwrap();
+        let sup = Supervisor::new(
+            manifest,
+            data.clone(),
+            PathBuf::from("/bin/false"),
+            Arc::new(crate::reaper::Reaper::default()),
+            std::time::Instant::now(),
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve(sup, 1234, tx));
+        let path = data.control_socket();
+        let stream = loop {
+            if let Ok(s) = tokio::net::UnixStream::connect(&path).await {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mode = std::fs::metadata(&path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap();
+        assert_eq!(mode & 0o777, 0o600);
+        let (r, mut w) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(r).lines();
+        let mut ask = async |req: &str| -> serde_json::Value {
+            w.write_all(format!("{req}\n").as_bytes()).await.unwrap();
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap()
+        };
+        let status: ControlResponse = serde_json::from_value(ask(r#"{"op":"status"}"#).await).unwrap();
+        assert!(status.ok);
+        assert_eq!(status.started_at, 1234);
+        assert!(status.services.iter().any(|s| s.name == "store" && s.state == ServiceState::Starting));
+        let bad = ask("nonsense").await;
+        assert_eq!(bad["ok"], false);
+        assert!(bad["error"].as_str().unwrap().contains("bad request"));
+        if !crate::mounts::is_mounted(firmware::ESP_MOUNT) {
+            let fw = ask(r#"{"op":"firmware_status"}"#).await;
+            assert!(fw["error"].as_str().unwrap().contains("no EFI system partition"), "{fw}");
+            let inst = ask(r#"{"op":"firmware_install","path":"/nonexistent"}"#).await;
+            assert_eq!(inst["ok"], false);
+        }
+        assert!(rx.try_recv().is_err(), "nothing asked for a reboot");
+    }
+}
