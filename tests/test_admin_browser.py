@@ -9,13 +9,15 @@ Needs: apt chromium chromium-driver, pip selenium (scripts/test.sh installs them
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import smtplib
 from pathlib import Path
 
 import pytest
 
 from admin_client import setup_token
-from hermes_testlib import make_message
+from hermes_testlib import addr, make_message
 
 import selenium  # noqa: E402,F401  (scripts/test.sh installs it; missing is a failure, not a skip)
 from selenium import webdriver  # noqa: E402
@@ -106,10 +108,21 @@ def test_setup_domain_account_usage_quota_in_chromium(hermes_factory, browser):
     listed = json.loads(server.cli("account", "list", "--json").stdout)
     assert [a["quota_bytes"] for a in listed if a["address"] == "walt@browser.example"] == [500 << 20]
 
-    # The dashboard counts moved.
+    # The dashboard counts moved: directory counts, and a message through SMTP in the rates.
     d.get(base + "/")
-    stats = d.find_element(By.CSS_SELECTOR, "dl.stats").text
+    stats = d.find_element(By.CSS_SELECTOR, "section[aria-labelledby=dir-h] dl.stats").text
     assert "Domains\n2" in stats and "Accounts\n1" in stats, stats
+    caption = d.find_element(By.CSS_SELECTOR, "figure.chart figcaption").text
+    before = int(re.search(r"accepted: (\d+)", caption).group(1))
+    host, port = addr(server.endpoints["smtp"])
+    with smtplib.SMTP(host, port, timeout=30) as c:
+        c.sendmail("sender@remote.example", ["walt@browser.example"], make_message("through smtp"))
+    d.get(base + "/")
+    chart = d.find_element(By.CSS_SELECTOR, "svg.chart")
+    assert chart.get_attribute("role") == "img" and "Messages" in chart.get_attribute("aria-label")
+    caption = d.find_element(By.CSS_SELECTOR, "figure.chart figcaption").text
+    assert int(re.search(r"accepted: (\d+)", caption).group(1)) >= before + 1, caption
+    shot(d, "02b-dashboard-rates")
 
     # Change the configuration, then roll it back from the history.
     d.get(base + "/config")
@@ -127,6 +140,26 @@ def test_setup_domain_account_usage_quota_in_chromium(hermes_factory, browser):
     fill(d, {"password": "browser-admin-password"}, "Roll back to this version")
     assert "Rolled back" in d.page_source
     assert (server.data / "config" / "hermes.toml").read_text().replace("\r\n", "\n").strip() == original.replace("\r\n", "\n").strip()
+
+    # Every other page renders without JavaScript (screenshots for review).
+    d.get(base + "/routes")
+    fill(d, {"domain": "dept.browser.example", "hosts": "127.0.0.1:9"}, "Add route")
+    assert "Route for dept.browser.example saved." in d.page_source and "router: applied" in d.page_source
+    shot(d, "09-routes")
+    d.get(base + "/routes")
+    fill(d, {"max_message_bytes": "lots"}, "Save relay and limits")
+    assert d.find_element(By.ID, "max_message_bytes-error").is_displayed()
+    shot(d, "10-relay-error")
+    for path, name, text in [("/queue", "11-queue", "messages in the queue"),
+                             ("/certificates", "12-certificates", "CN=localhost"),
+                             ("/disks", "13-disks", "Disks and RAID"),
+                             ("/logs", "14-logs", "Service logs"),
+                             ("/system", "15-system", "Configuration backup"),
+                             ("/firmware", "16-firmware", "Running version")]:
+        d.get(base + path)
+        assert text in d.page_source, (path, d.page_source[:2000])
+        assert d.find_element(By.TAG_NAME, "h1").text, path
+        shot(d, name)
 
     # On a phone-sized screen the account list still renders (screenshot for review).
     d.set_window_size(390, 844)

@@ -7,9 +7,9 @@
 //!                                             and the version it replaced the first time
 //! ```
 //!
-//! What it is not: live reload. Services read the config when they start; an applied change
-//! takes effect when the services are restarted (the supervisor has no reload operation yet).
-//! The page says so.
+//! What it is not: the reload itself. After a version is written, `ops::apply_config` asks the
+//! store and the router to reload it (`{"op":"reload"}` on their sockets, see
+//! [`crate::control::reload_all`]); this module only validates, versions and writes.
 //!
 //! Invariants:
 //! - Nothing invalid is ever written: the text must pass `Config::from_toml` (every error is

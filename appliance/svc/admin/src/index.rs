@@ -36,6 +36,8 @@ pub struct AccountSummary {
     pub address: String,
     pub user_id: String,
     pub quota_bytes: u64,
+    /// RFC 9208 MESSAGE limit: `null` (the site default), `"unlimited"` or a number.
+    pub quota_messages: hermes_core::directory::MessageQuota,
     pub created: i64,
 }
 
@@ -139,6 +141,7 @@ impl AccountIndex {
                     address: a.address,
                     user_id: a.user_id.to_string(),
                     quota_bytes: a.quota_bytes,
+                    quota_messages: a.quota_messages,
                     created: a.created,
                 };
                 files.insert(local.to_string(), (ino, summary));

@@ -14,9 +14,12 @@
 //! - [`cert`]: the TLS certificate's expiry for the dashboard.
 //! - [`config_apply`]: validated, atomic, versioned edits of `hermes.toml`, diffs, rollback.
 //!
-//! What it is not: a writer of the mail store (usage and undelete go through the store
-//! service's socket), nor a live reloader: an applied config takes effect when the services
-//! restart (see `docs/admin-guide.md`).
+//! - [`rates`]: the dashboard's counters sampled from the services, and their SVG charts.
+//! - [`settings`]: routes, relay networks and limits as per-field edits of `hermes.toml`.
+//!
+//! What it is not: a writer of the mail store or the queue (usage, undelete and the queue go
+//! through the store's and the router's sockets). An applied config is reloaded live by the
+//! services (`{"op":"reload"}`), never by restarting them.
 //!
 //! Invariants: every state-changing request is authenticated, passes the Origin check and a
 //! CSRF check (form field or `X-CSRF-Token`; API tokens are exempt since a browser never sends
@@ -31,9 +34,13 @@ pub mod cert;
 pub mod config_apply;
 pub mod control;
 pub mod index;
+pub mod logs;
 pub mod ops;
+pub mod queue;
+pub mod rates;
 pub mod run;
 pub mod sessions;
+pub mod settings;
 pub mod state;
 pub mod throttle;
 pub mod web;

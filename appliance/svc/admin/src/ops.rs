@@ -12,7 +12,7 @@
 
 use crate::index::{AccountSummary, Page};
 use crate::state::AppState;
-use hermes_core::directory::{Alias, DirectoryError};
+use hermes_core::directory::{Alias, DirectoryError, MessageQuota};
 use hermes_core::secret::Secret;
 use hermes_svc_store::quota::undelete::{Entry as RetainedEntry, Filter, Request as StoreRequest, UsageEntry};
 use std::collections::HashMap;
@@ -113,6 +113,17 @@ async fn audited<T>(
         (Err(e), _) => Err(e),
         (Ok(_), _) => Err(OpError::Internal),
     }
+}
+
+/// [`audited`] for other modules (the queue).
+pub async fn audit_result<T>(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    action: &'static str,
+    target: &str,
+    result: Result<T, OpError>,
+) -> Result<T, OpError> {
+    audited(st, actor, action, target, result).await
 }
 
 /// Longest password accepted for a mail account (as the CLI: bounds the argon2 input).
@@ -251,6 +262,7 @@ pub async fn get_account(st: &Arc<AppState>, address: &str) -> Result<AccountSum
             address: acc.address,
             user_id: acc.user_id.to_string(),
             quota_bytes: acc.quota_bytes,
+            quota_messages: acc.quota_messages,
             created: acc.created,
         }),
         _ => Err(OpError::NotFound(format!("no such account: {a}"))),
@@ -294,16 +306,36 @@ pub async fn set_password(
     audited(st, actor, "account.password", address, result).await
 }
 
-pub async fn set_quota(st: &Arc<AppState>, actor: &Actor, address: &str, quota: &str) -> Result<u64, OpError> {
+/// Sets the storage quota and, when `messages` is given (a number, `unlimited` or `default`), the
+/// RFC 9208 MESSAGE limit. Both are validated before either is written.
+pub async fn set_quota(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    address: &str,
+    quota: &str,
+    messages: Option<&str>,
+) -> Result<(u64, MessageQuota), OpError> {
     let result = async {
         let q = quota_from(quota)?;
+        let m = match messages.map(str::trim).filter(|m| !m.is_empty()) {
+            Some(m) => Some(MessageQuota::parse(m).map_err(|e| OpError::invalid("messages", e))?),
+            None => None,
+        };
         let st2 = st.clone();
         let a = address.to_string();
-        blocking(move || st2.directory.set_quota(&a, q).map(|()| q).map_err(dir_error)).await
+        blocking(move || {
+            st2.directory.set_quota(&a, q).map_err(dir_error)?;
+            let account = match m {
+                Some(m) => st2.directory.set_message_quota(&a, m).map_err(dir_error)?,
+                None => st2.directory.lookup(&a).map_err(dir_error)?.ok_or_else(|| OpError::NotFound(a.clone()))?,
+            };
+            Ok((q, account.quota_messages))
+        })
+        .await
     }
     .await;
     let detail_target = match &result {
-        Ok(q) => format!("{address} quota={}", format_size(*q)),
+        Ok((q, m)) => format!("{address} quota={} messages={m}", format_size(*q)),
         Err(_) => address.to_string(),
     };
     audited(st, actor, "account.quota", &detail_target, result).await
@@ -451,8 +483,76 @@ fn apply_error(e: crate::config_apply::ApplyError) -> ConfigApplyError {
     }
 }
 
-/// Validates and applies a new `hermes.toml` (`rollback_to`: an earlier version's id instead).
+/// A version written and what each live service said when asked to reload it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub version: crate::config_apply::Version,
+    pub reload: Vec<crate::control::ReloadOutcome>,
+}
+
+impl Applied {
+    /// Some changed setting takes effect only at a service's next start.
+    pub fn restart_required(&self) -> bool {
+        self.reload.iter().any(|r| !r.restart_needed.is_empty())
+    }
+    /// A one-line summary per service for flash messages and the audit log.
+    pub fn summary(&self) -> String {
+        self.reload
+            .iter()
+            .map(|r| {
+                let mut t = format!("{}: {}", r.service, r.state);
+                if !r.restart_needed.is_empty() {
+                    t.push_str(&format!(" (at next start: {})", r.restart_needed.join(", ")));
+                }
+                if !r.errors.is_empty() {
+                    t.push_str(&format!(" ({})", r.errors.join("; ")));
+                }
+                t
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Validates and applies a new `hermes.toml` (`rollback_to`: an earlier version's id instead),
+/// then asks the store and the router to reload it (no restart, no dropped connection).
 pub async fn apply_config(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    text: Option<String>,
+    rollback_to: Option<String>,
+) -> Result<Applied, ConfigApplyError> {
+    let version = write_config(st, actor, text, rollback_to).await?;
+    reload_written(st, actor, version).await
+}
+
+/// Asks the services to reload a version just written; remembers and audits what they said.
+async fn reload_written(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    version: crate::config_apply::Version,
+) -> Result<Applied, ConfigApplyError> {
+    let reload = crate::control::reload_all(&st.data).await;
+    let applied = Applied { version, reload };
+    st.remember_reload(&applied.version.id, &applied.reload);
+    let st2 = st.clone();
+    let (admin, peer, target, ok, detail) = (
+        actor.admin.clone(),
+        actor.peer.to_string(),
+        applied.version.id.clone(),
+        applied.reload.iter().all(|r| r.ok),
+        applied.summary(),
+    );
+    let written =
+        tokio::task::spawn_blocking(move || st2.audit.record(&admin, &peer, "config.reload", &target, ok, &detail))
+            .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return Err(ConfigApplyError::Op(OpError::Internal));
+    }
+    Ok(applied)
+}
+
+async fn write_config(
     st: &Arc<AppState>,
     actor: &Actor,
     text: Option<String>,
@@ -491,6 +591,134 @@ pub async fn apply_config(
         (Err(e), _) => Err(e),
         (Ok(_), _) => Err(ConfigApplyError::Op(OpError::Internal)),
     }
+}
+
+// ---- routes, relay and limits (per-field edits of hermes.toml) ----------------------------
+
+/// Why a per-field settings change failed.
+#[derive(Debug)]
+pub enum SettingsError {
+    /// Field errors, each beside its field.
+    Fields(crate::settings::FieldErrors),
+    /// The edited file failed the whole-config validation (each with its path).
+    Config(Vec<hermes_core::config::ConfigError>),
+    Op(OpError),
+}
+
+impl SettingsError {
+    pub fn status(&self) -> u16 {
+        match self {
+            SettingsError::Fields(_) | SettingsError::Config(_) => 422,
+            SettingsError::Op(e) => e.status(),
+        }
+    }
+    pub fn text(&self) -> String {
+        match self {
+            SettingsError::Fields(f) => {
+                f.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
+            }
+            SettingsError::Config(c) => c.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+            SettingsError::Op(e) => e.to_string(),
+        }
+    }
+}
+
+/// Edits the config in force with `edit` (under the config lock), applies the result through
+/// the config-apply path (validated, versioned) and reloads the services. `edit` returning
+/// `Ok(None)` means there was nothing to change (404).
+pub async fn edit_config(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    action: &'static str,
+    target: &str,
+    edit: impl FnOnce(&str) -> Result<Option<String>, SettingsError> + Send + 'static,
+) -> Result<Applied, SettingsError> {
+    let st2 = st.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let _g = st2.config_write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = crate::config_apply::current(&st2.data).map_err(|e| match apply_error(e) {
+            ConfigApplyError::Invalid(v) => SettingsError::Config(v),
+            ConfigApplyError::Op(e) => SettingsError::Op(e),
+        })?;
+        let Some(new) = edit(&current)? else {
+            return Err(SettingsError::Op(OpError::NotFound("no such entry".into())));
+        };
+        crate::config_apply::apply(&st2.data, &new).map_err(|e| match apply_error(e) {
+            ConfigApplyError::Invalid(v) => SettingsError::Config(v),
+            ConfigApplyError::Op(e) => SettingsError::Op(e),
+        })
+    })
+    .await
+    .unwrap_or(Err(SettingsError::Op(OpError::Internal)));
+    let (ok, detail) = match &result {
+        Ok(v) => (true, format!("version {}", v.id)),
+        Err(e) => (false, e.text()),
+    };
+    let st3 = st.clone();
+    let (admin, peer, t) = (actor.admin.clone(), actor.peer.to_string(), target.to_string());
+    let written = tokio::task::spawn_blocking(move || st3.audit.record(&admin, &peer, action, &t, ok, &detail)).await;
+    if !matches!(written, Ok(Ok(()))) {
+        return Err(SettingsError::Op(OpError::Internal));
+    }
+    reload_written(st, actor, result?).await.map_err(|e| match e {
+        ConfigApplyError::Invalid(v) => SettingsError::Config(v),
+        ConfigApplyError::Op(e) => SettingsError::Op(e),
+    })
+}
+
+/// The routes and the relay/limits settings in force.
+pub async fn read_settings(
+    st: &Arc<AppState>,
+) -> Result<(Vec<crate::settings::RouteView>, crate::settings::RelayView), OpError> {
+    let st2 = st.clone();
+    blocking(move || {
+        let text = crate::config_apply::current(&st2.data).map_err(|e| {
+            tracing::error!(error = %e, "reading hermes.toml");
+            OpError::Internal
+        })?;
+        crate::settings::read(&text).map_err(|e| OpError::Conflict(format!("hermes.toml does not validate: {e}")))
+    })
+    .await
+}
+
+fn edit_failed(e: String) -> SettingsError {
+    SettingsError::Op(OpError::Conflict(e))
+}
+
+/// Adds or replaces the route of `input.domain`.
+pub async fn save_route(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    input: crate::settings::RouteInput,
+) -> Result<Applied, SettingsError> {
+    let target = input.domain.trim().to_ascii_lowercase();
+    edit_config(st, actor, "route.set", &target, move |text| {
+        let (routes, _) = crate::settings::read(text).map_err(edit_failed)?;
+        let r = crate::settings::validate_route(&input, &routes).map_err(SettingsError::Fields)?;
+        crate::settings::set_route(text, &r).map(Some).map_err(edit_failed)
+    })
+    .await
+}
+
+pub async fn delete_route(st: &Arc<AppState>, actor: &Actor, domain: &str) -> Result<Applied, SettingsError> {
+    let d = domain.to_string();
+    edit_config(st, actor, "route.delete", domain, move |text| {
+        crate::settings::delete_route(text, &d).map_err(edit_failed)
+    })
+    .await
+}
+
+/// Sets the relay networks and the SMTP limits.
+pub async fn save_relay(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    input: crate::settings::RelayInput,
+) -> Result<Applied, SettingsError> {
+    edit_config(st, actor, "relay.set", "", move |text| {
+        let v = crate::settings::validate_relay(&input).map_err(SettingsError::Fields)?;
+        crate::settings::set_relay(text, &v).map(Some).map_err(edit_failed)
+    })
+    .await
 }
 
 // ---- API tokens and admins -----------------------------------------------------------------
@@ -543,6 +771,97 @@ pub fn admin_error(e: crate::admins::AdminError) -> OpError {
             OpError::Internal
         }
     }
+}
+
+// ---- TLS certificate -----------------------------------------------------------------------
+
+/// Reloads the admin UI's own acceptor from `DATA/tls` and asks the services to reload.
+async fn reload_tls(st: &Arc<AppState>) -> Vec<crate::control::ReloadOutcome> {
+    let data = st.data.clone();
+    let own = tokio::task::spawn_blocking(move || hermes_runtime::tls::load_acceptor(&data)).await;
+    let mut out = vec![match own {
+        Ok(Ok(a)) => {
+            st.set_acceptor(a);
+            crate::control::ReloadOutcome {
+                service: "admin",
+                state: "applied",
+                ok: true,
+                applied: vec!["tls.certificate".into()],
+                restart_needed: Vec::new(),
+                errors: Vec::new(),
+            }
+        }
+        Ok(Err(e)) => crate::control::ReloadOutcome {
+            service: "admin",
+            state: "failed",
+            ok: false,
+            applied: Vec::new(),
+            restart_needed: Vec::new(),
+            errors: vec![e.to_string()],
+        },
+        Err(_) => crate::control::ReloadOutcome {
+            service: "admin",
+            state: "failed",
+            ok: false,
+            applied: Vec::new(),
+            restart_needed: Vec::new(),
+            errors: vec!["internal error".into()],
+        },
+    }];
+    out.extend(crate::control::reload_all(&st.data).await);
+    out
+}
+
+/// Installs an uploaded chain and key (checked first), then reloads every service's TLS.
+pub async fn install_certificate(
+    st: &Arc<AppState>,
+    actor: &Actor,
+    chain: String,
+    key: String,
+) -> Result<(Vec<crate::cert::CertInfo>, Vec<crate::control::ReloadOutcome>), OpError> {
+    let st2 = st.clone();
+    let result = blocking(move || {
+        let now = chrono::Utc::now().timestamp();
+        let infos = crate::cert::check_upload(&chain, &key, now).map_err(|e| OpError::invalid(e.field, e.message))?;
+        crate::cert::install(&st2.data, &chain, &key).map_err(|e| {
+            tracing::error!(error = %e, "writing the TLS certificate");
+            OpError::Internal
+        })?;
+        Ok(infos)
+    })
+    .await;
+    let target = result.as_ref().map(|i| i[0].subject.clone()).unwrap_or_default();
+    let infos = audited(st, actor, "tls.upload", &target, result).await?;
+    let reload = reload_tls(st).await;
+    Ok((infos, reload))
+}
+
+/// Replaces the certificate with a new self-signed one for the configured host name.
+pub async fn generate_certificate(
+    st: &Arc<AppState>,
+    actor: &Actor,
+) -> Result<(Vec<crate::cert::CertInfo>, Vec<crate::control::ReloadOutcome>), OpError> {
+    let st2 = st.clone();
+    let hostname = st.config.hostname.clone();
+    let result = blocking(move || {
+        let (chain, key) =
+            hermes_runtime::tls::generate_self_signed(&hostname, std::time::SystemTime::now()).map_err(|e| {
+                tracing::error!(error = %e, "generating a self-signed certificate");
+                OpError::Internal
+            })?;
+        let now = chrono::Utc::now().timestamp();
+        let infos = crate::cert::check_upload(&chain, &key, now).map_err(|_| OpError::Internal)?;
+        crate::cert::install(&st2.data, &chain, &key).map_err(|e| {
+            tracing::error!(error = %e, "writing the TLS certificate");
+            OpError::Internal
+        })?;
+        Ok(infos)
+    })
+    .await;
+    let target = result.as_ref().map(|i| i[0].subject.clone()).unwrap_or_default();
+    let infos = audited(st, actor, "tls.generate", &target, result).await?;
+    let reload = reload_tls(st).await;
+    Ok((infos, reload))
 }
 
 #[cfg(test)]

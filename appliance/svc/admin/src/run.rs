@@ -138,7 +138,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 /// task and handed to the HTTP server.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<AppState>,
     limiter: ConnectionLimiter,
     tx: mpsc::Sender<(TlsIo, SocketAddr)>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -164,7 +164,8 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        // Read per connection: installing a certificate replaces it (see `AppState::tls`).
+        let Some(acceptor) = state.acceptor() else { continue };
         let tx = tx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -194,6 +195,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     let acceptor = hermes_runtime::tls::load_acceptor(&data)
         .context("loading the TLS certificate (the admin UI is HTTPS only)")?;
     let state = Arc::new(AppState::open(data.clone(), config.clone())?);
+    state.set_acceptor(acceptor);
 
     let addr = SocketAddr::new(config.listen, config.admin.port);
     let tcp = bind_tcp(addr).await.with_context(|| format!("binding the admin UI on {addr}"))?;
@@ -222,8 +224,9 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     let signal = Shutdown::new();
     let (tx, rx) = mpsc::channel(HANDOFF_QUEUE);
     let limiter = ConnectionLimiter::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP);
-    let accept = tokio::spawn(accept_loop(tcp, acceptor, limiter, tx, signal.subscribe()));
+    let accept = tokio::spawn(accept_loop(tcp, state.clone(), limiter, tx, signal.subscribe()));
 
+    let sampler = tokio::spawn(crate::rates::sampler(state.clone(), signal.subscribe()));
     let app = crate::web::router(state.clone());
     let mut stop = signal.subscribe();
     let server = tokio::spawn(async move {
@@ -240,6 +243,7 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     shutdown.await;
     signal.trigger();
     let _ = accept.await;
+    let _ = sampler.await;
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("all admin connections ended"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin server ended with an error"),

@@ -34,6 +34,23 @@ pub fn router() -> Router<SharedState> {
         .route("/aliases", get(aliases).post(alias_add))
         .route("/aliases/{address}", delete(alias_delete))
         .route("/undelete", get(undelete_list).post(undelete_restore))
+        .route("/routes", get(routes))
+        .route("/routes/{domain}", put(route_put).delete(route_delete))
+        .route("/relay", get(routes).put(relay_put))
+        .route("/queue", get(queue_list))
+        .route("/queue/flush", axum::routing::post(queue_flush_all))
+        .route("/queue/{id}", get(queue_show).delete(queue_delete))
+        .route("/queue/{id}/{op}", axum::routing::post(queue_op))
+        .route("/rates", get(rates))
+        .route("/certificates", get(certificates).put(certificate_put))
+        .route("/certificates/self-signed", axum::routing::post(certificate_generate))
+        .route("/logs", get(logs))
+        .route("/system", get(system))
+        .route("/system/restore", axum::routing::post(system_restore))
+        .route("/firmware", get(system))
+        .route("/disks", get(disks))
+        .route("/disks/selftest", axum::routing::post(disk_selftest))
+        .route("/disks/scrub", axum::routing::post(disk_scrub))
         .route("/audit", get(audit))
         .route("/config", get(config).post(config_apply))
         .route("/config/history/{id}", get(config_version))
@@ -217,6 +234,9 @@ async fn account_password(
 struct QuotaBody {
     /// `"2G"`, `"500M"` or a number of bytes (string or number).
     quota: serde_json::Value,
+    /// The RFC 9208 MESSAGE limit: a number, `"unlimited"` or `"default"`; absent: unchanged.
+    #[serde(default)]
+    messages: Option<serde_json::Value>,
 }
 
 async fn account_quota(
@@ -236,8 +256,20 @@ async fn account_quota(
             );
         }
     };
-    match ops::set_quota(&st, &actor, &address, &text).await {
-        Ok(q) => ok(json!({ "address": address, "quota_bytes": q })),
+    let messages = match &b.messages {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            return error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "messages must be a number, \"unlimited\" or \"default\"",
+                Some("messages"),
+            );
+        }
+    };
+    match ops::set_quota(&st, &actor, &address, &text, messages.as_deref()).await {
+        Ok((q, m)) => ok(json!({ "address": address, "quota_bytes": q, "quota_messages": m })),
         Err(e) => op_error(e),
     }
 }
@@ -362,9 +394,13 @@ async fn config(ApiAuth(_): ApiAuth, st: St) -> Response {
     }
 }
 
-fn apply_result(r: Result<crate::config_apply::Version, ops::ConfigApplyError>) -> Response {
+pub(crate) fn applied_json(v: &ops::Applied) -> serde_json::Value {
+    json!({ "applied": v.version, "reload": v.reload, "restart_required": v.restart_required() })
+}
+
+fn apply_result(r: Result<ops::Applied, ops::ConfigApplyError>) -> Response {
     match r {
-        Ok(v) => ok(json!({ "applied": v, "restart_required": true })),
+        Ok(v) => ok(applied_json(&v)),
         Err(ops::ConfigApplyError::Invalid(errors)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({
@@ -429,4 +465,292 @@ async fn config_rollback(
         );
     }
     apply_result(ops::apply_config(&st, &actor, None, Some(id)).await)
+}
+
+// ---- routes, relay and limits ----------------------------------------------------------------
+
+fn settings_error(e: ops::SettingsError) -> Response {
+    match e {
+        ops::SettingsError::Fields(f) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "invalid input",
+                "field": f.0.first().map(|e| e.field),
+                "errors": f.0,
+            })),
+        )
+            .into_response(),
+        ops::SettingsError::Config(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "the configuration is invalid",
+                "errors": errors.iter().map(|e| json!({ "path": e.path, "message": e.message })).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+        ops::SettingsError::Op(e) => op_error(e),
+    }
+}
+
+async fn routes(ApiAuth(_): ApiAuth, st: St) -> Response {
+    match ops::read_settings(&st).await {
+        Ok((routes, relay)) => ok(json!({ "routes": routes, "relay": relay })),
+        Err(e) => op_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteBody {
+    hosts: Vec<String>,
+    #[serde(default)]
+    tls: String,
+    #[serde(default)]
+    auth_user: String,
+    #[serde(default)]
+    auth_password: String,
+    #[serde(default = "yes")]
+    verify_recipients: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn route_put(ApiAuth(actor): ApiAuth, st: St, Path(domain): Path<String>, Body(b): Body<RouteBody>) -> Response {
+    let input = crate::settings::RouteInput {
+        domain,
+        hosts: b.hosts,
+        tls: b.tls,
+        auth_user: b.auth_user,
+        auth_password: b.auth_password,
+        verify_recipients: b.verify_recipients,
+    };
+    match ops::save_route(&st, &actor, input).await {
+        Ok(v) => ok(applied_json(&v)),
+        Err(e) => settings_error(e),
+    }
+}
+
+async fn route_delete(ApiAuth(actor): ApiAuth, st: St, Path(domain): Path<String>) -> Response {
+    match ops::delete_route(&st, &actor, &domain).await {
+        Ok(v) => ok(applied_json(&v)),
+        Err(ops::SettingsError::Op(OpError::NotFound(_))) => {
+            error_response(StatusCode::NOT_FOUND, "no route for that domain", None)
+        }
+        Err(e) => settings_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayBody {
+    relay_networks: Vec<String>,
+    max_message_bytes: serde_json::Value,
+    max_recipients_mx: serde_json::Value,
+    max_recipients_submission: serde_json::Value,
+    max_connections_per_ip: serde_json::Value,
+}
+
+fn as_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+async fn relay_put(ApiAuth(actor): ApiAuth, st: St, Body(b): Body<RelayBody>) -> Response {
+    let input = crate::settings::RelayInput {
+        relay_networks: b.relay_networks,
+        max_message_bytes: as_text(&b.max_message_bytes),
+        max_recipients_mx: as_text(&b.max_recipients_mx),
+        max_recipients_submission: as_text(&b.max_recipients_submission),
+        max_connections_per_ip: as_text(&b.max_connections_per_ip),
+    };
+    match ops::save_relay(&st, &actor, input).await {
+        Ok(v) => ok(applied_json(&v)),
+        Err(e) => settings_error(e),
+    }
+}
+
+// ---- queue -----------------------------------------------------------------------------------
+
+#[derive(serde::Deserialize)]
+struct QueueQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    per_page: Option<usize>,
+}
+
+async fn queue_list(ApiAuth(_): ApiAuth, st: St, Query(q): Query<QueueQuery>) -> Response {
+    match crate::queue::list(&st, &q.q, q.page.unwrap_or(1), q.per_page.unwrap_or(crate::queue::DEFAULT_PER_PAGE)).await
+    {
+        Ok(p) => ok(p),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn queue_show(ApiAuth(_): ApiAuth, st: St, Path(id): Path<String>) -> Response {
+    match crate::queue::show(&st, &id).await {
+        Ok(d) => ok(d),
+        Err(e) => op_error(e),
+    }
+}
+
+fn count_result(r: Result<usize, OpError>) -> Response {
+    match r {
+        Ok(n) => ok(json!({ "count": n })),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn queue_flush_all(ApiAuth(actor): ApiAuth, st: St) -> Response {
+    count_result(crate::queue::action(&st, &actor, "flush", None).await)
+}
+
+async fn queue_delete(ApiAuth(actor): ApiAuth, st: St, Path(id): Path<String>) -> Response {
+    count_result(crate::queue::action(&st, &actor, "delete", Some(id)).await)
+}
+
+async fn queue_op(ApiAuth(actor): ApiAuth, st: St, Path((id, op)): Path<(String, String)>) -> Response {
+    let op = match op.as_str() {
+        "flush" => "flush",
+        "hold" => "hold",
+        "release" => "release",
+        _ => return error_response(StatusCode::NOT_FOUND, "no such API endpoint", None),
+    };
+    count_result(crate::queue::action(&st, &actor, op, Some(id)).await)
+}
+
+// ---- rates -----------------------------------------------------------------------------------
+
+#[derive(serde::Deserialize)]
+struct RatesQuery {
+    #[serde(default)]
+    range: Option<String>,
+}
+
+async fn rates(ApiAuth(_): ApiAuth, st: St, Query(q): Query<RatesQuery>) -> Response {
+    let Some(view) = crate::rates::View::parse(q.range.as_deref()) else {
+        return error_response(StatusCode::UNPROCESSABLE_ENTITY, "range must be 1h, 6h or 24h", Some("range"));
+    };
+    let (now, samples) = crate::rates::current(&st).await;
+    let from = now - view.span;
+    let series: serde_json::Map<String, serde_json::Value> = crate::rates::ALL_SERIES
+        .iter()
+        .map(|s| {
+            (
+                s.key.to_string(),
+                json!({
+                    "label": s.label,
+                    "per_minute": crate::rates::bucketed(&samples, s, from, now, view.buckets),
+                    "total": crate::rates::total(&samples, s),
+                }),
+            )
+        })
+        .collect();
+    ok(json!({
+        "from": from,
+        "to": now,
+        "bucket_secs": view.span / view.buckets as i64,
+        "series": series,
+        "latest": samples.last(),
+    }))
+}
+
+// ---- TLS, logs, system, disks ----------------------------------------------------------------
+
+async fn certificates(ApiAuth(_): ApiAuth, st: St) -> Response {
+    let path = st.data.tls_cert();
+    let chain = tokio::task::spawn_blocking(move || crate::cert::read_chain(&path)).await.ok().flatten();
+    ok(json!({ "chain": chain }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertBody {
+    chain: String,
+    key: String,
+}
+
+async fn certificate_put(ApiAuth(actor): ApiAuth, st: St, Body(b): Body<CertBody>) -> Response {
+    match ops::install_certificate(&st, &actor, b.chain, b.key).await {
+        Ok((chain, reload)) => ok(json!({ "chain": chain, "reload": reload })),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn certificate_generate(ApiAuth(actor): ApiAuth, st: St) -> Response {
+    match ops::generate_certificate(&st, &actor).await {
+        Ok((chain, reload)) => ok(json!({ "chain": chain, "reload": reload })),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn logs(ApiAuth(_): ApiAuth, st: St, Query(f): Query<crate::logs::Filter>) -> Response {
+    match super::more::service_logs(&st, &f).await {
+        Ok(p) => ok(p),
+        Err(crate::logs::LogError::Invalid { field, message }) => {
+            error_response(StatusCode::UNPROCESSABLE_ENTITY, &message, Some(field))
+        }
+    }
+}
+
+async fn system(ApiAuth(_): ApiAuth, st: St) -> Response {
+    ok(super::more::system_info(&st).await)
+}
+
+async fn system_restore(ApiAuth(actor): ApiAuth, st: St, Body(b): Body<ConfigBody>) -> Response {
+    if !reauthenticate(&st, &actor, &b.password).await {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "re-authentication failed (wrong password or too many attempts)",
+            Some("password"),
+        );
+    }
+    apply_result(ops::apply_config(&st, &actor, Some(b.config), None).await)
+}
+
+async fn disks(ApiAuth(_): ApiAuth, st: St) -> Response {
+    match super::more::hw_request(&st, hermes_hw::api::Request::Status).await {
+        Ok(r) => ok(json!({ "status": r.status })),
+        Err(e) => op_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelftestBody {
+    bay: u16,
+    kind: hermes_hw::api::SelftestKind,
+}
+
+async fn disk_selftest(ApiAuth(actor): ApiAuth, st: St, Body(b): Body<SelftestBody>) -> Response {
+    let req = hermes_hw::api::Request::Selftest { bay: b.bay, kind: b.kind };
+    match super::more::hw_action(&st, &actor, req, format!("bay {}", b.bay)).await {
+        Ok(m) => ok(json!({ "message": m })),
+        Err(e) => op_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScrubBody {
+    array: String,
+    action: hermes_hw::api::ScrubAction,
+}
+
+async fn disk_scrub(ApiAuth(actor): ApiAuth, st: St, Body(b): Body<ScrubBody>) -> Response {
+    if b.array.is_empty() || b.array.len() > 32 || !b.array.bytes().all(|c| c.is_ascii_alphanumeric()) {
+        return error_response(StatusCode::UNPROCESSABLE_ENTITY, "not an array name", Some("array"));
+    }
+    let req = hermes_hw::api::Request::Scrub { array: b.array.clone(), action: b.action };
+    match super::more::hw_action(&st, &actor, req, b.array).await {
+        Ok(m) => ok(json!({ "message": m })),
+        Err(e) => op_error(e),
+    }
 }

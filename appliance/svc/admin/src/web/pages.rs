@@ -24,11 +24,11 @@ use std::time::Instant;
 /// The pre-session CSRF cookie for the login and setup forms (double submit).
 const PRE_COOKIE: &str = "__Host-hermes_pre";
 
-fn page(status: StatusCode, markup: Markup) -> Response {
+pub(crate) fn page(status: StatusCode, markup: Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
-fn when(t: i64) -> String {
+pub(crate) fn when(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| t.to_string())
@@ -47,20 +47,31 @@ pub fn seg(s: &str) -> String {
     out
 }
 
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     seg(s)
 }
 
 /// The common frame: header with navigation, the flash message, the page body.
-fn layout(title: &str, nav: &str, auth: Option<&Authed>, flash: Option<sessions::Flash>, body: Markup) -> Markup {
+pub(crate) fn layout(
+    title: &str,
+    nav: &str,
+    auth: Option<&Authed>,
+    flash: Option<sessions::Flash>,
+    body: Markup,
+) -> Markup {
     let items = [
         ("/", "dashboard", "Dashboard"),
         ("/domains", "domains", "Domains"),
         ("/accounts", "accounts", "Accounts"),
         ("/aliases", "aliases", "Aliases"),
         ("/undelete", "undelete", "Undelete"),
+        ("/routes", "routes", "Routes"),
+        ("/queue", "queue", "Queue"),
+        ("/certificates", "certificates", "TLS"),
+        ("/disks", "disks", "Disks"),
         ("/logs", "logs", "Logs"),
         ("/config", "config", "Config"),
+        ("/system", "system", "System"),
         ("/tokens", "tokens", "Access"),
     ];
     html! {
@@ -103,7 +114,7 @@ fn layout(title: &str, nav: &str, auth: Option<&Authed>, flash: Option<sessions:
     }
 }
 
-fn take_flash(a: &Authed, st: &St) -> Option<sessions::Flash> {
+pub(crate) fn take_flash(a: &Authed, st: &St) -> Option<sessions::Flash> {
     st.sessions.take_flash(&a.session_id)
 }
 
@@ -118,7 +129,7 @@ pub async fn not_found() -> Response {
 }
 
 /// An error message beside a field (`aria-describedby` points here).
-fn field_error(err: Option<&OpError>, field: &str) -> Markup {
+pub(crate) fn field_error(err: Option<&OpError>, field: &str) -> Markup {
     html! {
         @if let Some(e) = err.filter(|e| e.field() == Some(field)) {
             span.error id=(format!("{field}-error")) { (e.to_string()) }
@@ -127,7 +138,7 @@ fn field_error(err: Option<&OpError>, field: &str) -> Markup {
 }
 
 /// An error not tied to a field.
-fn form_error(err: Option<&OpError>) -> Markup {
+pub(crate) fn form_error(err: Option<&OpError>) -> Markup {
     html! {
         @if let Some(e) = err.filter(|e| e.field().is_none()) {
             p.flash.err role="alert" { (e.to_string()) }
@@ -135,7 +146,7 @@ fn form_error(err: Option<&OpError>) -> Markup {
     }
 }
 
-fn csrf(a: &Authed) -> Markup {
+pub(crate) fn csrf(a: &Authed) -> Markup {
     html! { input type="hidden" name="csrf" value=(a.session.csrf); }
 }
 
@@ -398,7 +409,7 @@ pub async fn setup_submit(st: St, req: Request) -> Response {
 // ---- dashboard ----------------------------------------------------------------------------
 
 /// Bytes used and total of the filesystem holding the data folder.
-fn disk_usage(path: &std::path::Path) -> Option<(u64, u64)> {
+pub(crate) fn disk_usage(path: &std::path::Path) -> Option<(u64, u64)> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
     let frag = s.fragment_size() as u64;
     let total = (s.blocks() as u64).saturating_mul(frag);
@@ -406,7 +417,7 @@ fn disk_usage(path: &std::path::Path) -> Option<(u64, u64)> {
     Some((total.saturating_sub(free), total))
 }
 
-fn uptime(secs: i64) -> String {
+pub(crate) fn uptime(secs: i64) -> String {
     let s = secs.max(0);
     if s >= 86_400 {
         format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
@@ -417,8 +428,60 @@ fn uptime(secs: i64) -> String {
     }
 }
 
-pub async fn dashboard(PageAuth(a): PageAuth, st: St) -> Response {
-    let status = crate::control::supervisor_status(&st.data).await;
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DashQuery {
+    #[serde(default)]
+    range: Option<String>,
+}
+
+/// The rates section: two SVG line charts and the live counters, or why they are missing.
+fn rates_markup(view: crate::rates::View, now: i64, samples: &[crate::rates::Sample]) -> Markup {
+    use crate::rates::{ACCEPTED, AUTH_FAILED, DELIVERED, LOGINS_FAILED, LOGINS_OK, VIEWS, chart};
+    let from = now - view.span;
+    let latest = samples.last();
+    let router = latest.and_then(|l| l.router.as_ref());
+    let store = latest.and_then(|l| l.store.as_ref());
+    html! {
+        section.card.wide aria-labelledby="rates-h" {
+            h2 #rates-h { "Mail and logins" }
+            nav.ranges aria-label="Time range" {
+                @for v in VIEWS {
+                    a href=(format!("/?range={}", v.name)) aria-current=[(v == view).then_some("true")] { "last " (crate::rates::human_span(v.span)) }
+                }
+            }
+            div.charts {
+                @if router.is_some() {
+                    (chart("Messages", samples, &[ACCEPTED, DELIVERED], from, now, view.buckets))
+                } @else {
+                    p.flash.warn role="status" { "Message rates: the router is not running (or does not report statistics)." }
+                }
+                @if store.is_some() || router.is_some() {
+                    (chart("Logins", samples, &[LOGINS_OK, LOGINS_FAILED, AUTH_FAILED], from, now, view.buckets))
+                }
+                @if store.is_none() {
+                    p.flash.warn role="status" { "Login rates: the store service is not running (or does not report statistics)." }
+                }
+            }
+            dl.stats {
+                @if let Some(r) = router {
+                    dt { "Queue" } dd { a href="/queue" { (r.get("queue_size")) " messages" } }
+                    dt { "Since the router started" } dd { (r.get("accepted")) " accepted, " (r.get("delivered")) " delivered, " (r.get("deferred")) " deferred, " (r.get("bounced")) " bounced, " (r.get("rejected")) " rejected" }
+                }
+                @if let Some(s) = store {
+                    dt { "Since the store started" } dd { (s.get("logins_ok")) " logins, " (s.get("logins_failed")) " failed; " (s.get("lmtp_delivered")) " delivered by LMTP; " (s.get("imap_sessions")) " IMAP and " (s.get("pop3_sessions")) " POP3 sessions" }
+                }
+            }
+        }
+    }
+}
+
+pub async fn dashboard(PageAuth(a): PageAuth, st: St, Query(dq): Query<DashQuery>) -> Response {
+    let view = crate::rates::View::parse(dq.range.as_deref()).unwrap_or(crate::rates::VIEWS[0]);
+    let ((now_rates, samples), status, hw) = tokio::join!(
+        crate::rates::current(&st),
+        crate::control::supervisor_status(&st.data),
+        super::more::hw_request(&st, hermes_hw::api::Request::Status)
+    );
     let domains = ops::list_domains(&st).await;
     let data_root = st.data.root().to_path_buf();
     let cert_path = st.data.tls_cert();
@@ -453,6 +516,7 @@ pub async fn dashboard(PageAuth(a): PageAuth, st: St) -> Response {
                     Err(e) => { p.flash.err { "Service status unavailable: " (e.to_string()) } }
                 }
             }
+            (rates_markup(view, now_rates, &samples))
             section.card aria-labelledby="dir-h" {
                 h2 #dir-h { "Directory" }
                 @match &domains {
@@ -473,6 +537,22 @@ pub async fn dashboard(PageAuth(a): PageAuth, st: St) -> Response {
                         p { (ops::human(used)) " of " (ops::human(total)) " used on the data file system." }
                     }
                     None => { p { "n/a" } }
+                }
+            }
+            section.card aria-labelledby="hw-h" {
+                h2 #hw-h { "Disks and RAID" }
+                @match &hw {
+                    Ok(r) => {
+                        @let status = r.status.clone().unwrap_or_default();
+                        @let count = |v: &str| status.bays.iter().filter(|b| super::more::verdict_label(b) == v).count();
+                        p { a href="/disks" { (count("ok")) " ok" } ", " (count("warning")) " warning, " (count("failing")) " failing, " (count("unknown")) " unknown, " (count("empty")) " empty bays." }
+                        @for ar in &status.arrays {
+                            p { (ar.name) " (" (ar.level) "): " strong { (format!("{:?}", ar.state).to_lowercase()) }
+                                @if let Some(p) = ar.progress_percent { ", " (ar.sync_action) " " (format!("{p:.1}")) " %" } }
+                        }
+                        @if status.arrays.is_empty() { p.muted { "No RAID array." } }
+                    }
+                    Err(e) => { p.flash.warn role="status" { (e.to_string()) "." } }
                 }
             }
             section.card aria-labelledby="cert-h" {
@@ -640,6 +720,9 @@ pub struct AccountForm {
     password: String,
     #[serde(default)]
     quota: String,
+    /// The MESSAGE limit on the account page's quota form (empty: unchanged).
+    #[serde(default)]
+    messages: String,
 }
 
 fn usage_cell(u: Option<&hermes_svc_store::quota::undelete::UsageEntry>, quota: u64) -> Markup {
@@ -737,7 +820,8 @@ pub async fn account_create(st: St, SessionForm(a, f): SessionForm<AccountForm>)
             Redirect::to(&format!("/accounts/{}", seg(&addr))).into_response()
         }
         Err(e) => {
-            let typed = AccountForm { address: f.address, password: String::new(), quota: f.quota };
+            let typed =
+                AccountForm { address: f.address, password: String::new(), quota: f.quota, messages: String::new() };
             page(
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
                 accounts_markup(&st, &a, &AccountQuery::default(), Some(&e), &typed).await,
@@ -764,6 +848,7 @@ async fn account_markup(st: &St, a: &Authed, address: &str, err: Option<&OpError
                     dt { "Created" } dd { (when(acc.created)) }
                     dt { "Mailbox id" } dd { code { (acc.user_id) } }
                     dt { "Quota" } dd { (ops::format_size(acc.quota_bytes)) }
+                    dt { "Message limit" } dd { (message_limit(acc.quota_messages)) }
                 }
                 h3 { "Usage" }
                 @match &usage {
@@ -796,6 +881,9 @@ async fn account_markup(st: &St, a: &Authed, address: &str, err: Option<&OpError
                     label for="quota" { "Quota (e.g. 2G, 500M)" }
                     input #quota name="quota" type="text" required maxlength="24" value=(ops::format_size(acc.quota_bytes));
                     (field_error(err, "quota"))
+                    label for="messages" { "Message limit (a number, unlimited, or default)" }
+                    input #messages name="messages" type="text" maxlength="24" value=(acc.quota_messages.to_string());
+                    (field_error(err, "messages"))
                     button type="submit" { "Set quota" }
                 }
                 (form_error(err))
@@ -847,14 +935,25 @@ pub async fn account_password(
     after_account_change(&st, &a, &address, r).await
 }
 
+/// How the account page shows a MESSAGE limit.
+fn message_limit(m: hermes_core::directory::MessageQuota) -> String {
+    match m {
+        hermes_core::directory::MessageQuota::Default => {
+            "site default ([store] default_quota_messages; unlimited unless set)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 pub async fn account_quota(
     st: St,
     Path(address): Path<String>,
     SessionForm(a, f): SessionForm<AccountForm>,
 ) -> Response {
-    let r = ops::set_quota(&st, &a.actor, &address, &f.quota)
+    let messages = Some(f.messages.as_str()).filter(|m| !m.trim().is_empty());
+    let r = ops::set_quota(&st, &a.actor, &address, &f.quota, messages)
         .await
-        .map(|q| format!("Quota set to {}.", ops::format_size(q)));
+        .map(|(q, m)| format!("Quota set to {}, message limit {}.", ops::format_size(q), message_limit(m)));
     after_account_change(&st, &a, &address, r).await
 }
 
@@ -1094,15 +1193,22 @@ pub struct LogQuery {
 /// Audit entries shown at most.
 const LOG_ROWS: usize = 500;
 
-pub async fn logs(PageAuth(a): PageAuth, st: St, Query(lq): Query<LogQuery>) -> Response {
+pub async fn logs(
+    PageAuth(a): PageAuth,
+    st: St,
+    Query(lq): Query<LogQuery>,
+    Query(sf): Query<crate::logs::Filter>,
+) -> Response {
+    let service_logs = super::more::service_logs(&st, &sf).await;
     let st2 = st.0.clone();
     let entries = tokio::task::spawn_blocking(move || st2.audit.tail(crate::audit::MAX_TAIL_BYTES as usize)).await;
     let needle = lq.text.trim().to_lowercase();
     let failed_only = lq.failed.is_some();
     let body = html! {
+        (super::more::service_logs_markup(&sf, &service_logs))
         section.card {
             h2 { "Audit log" }
-            p.muted { "Every change made here and every sign-in: who, what, when, from where. Service logs are JSON lines on the supervisor's standard error (host mode) and are not shown here yet." }
+            p.muted { "Every change made here and every sign-in: who, what, when, from where." }
             form.inline method="get" action="/logs" role="search" {
                 label for="text" { "Contains" }
                 input #text name="text" type="search" value=(lq.text) maxlength="200";
@@ -1268,7 +1374,24 @@ pub struct ConfigForm {
     password: String,
 }
 
-const RESTART_NOTE: &str = "Services read the configuration when they start: restart them (stop and start `hermes up`) for an applied version to take effect.";
+const LIVE_NOTE: &str = "An applied version is reloaded at once by the store and the router: open connections stay up, new ones get the new settings. The result per service is shown beside the version.";
+
+/// What each service said when asked to reload a version (beside the version in the history).
+pub(crate) fn reload_markup(outcomes: &[crate::control::ReloadOutcome]) -> Markup {
+    html! {
+        ul.reload {
+            @for r in outcomes {
+                li {
+                    strong { (r.service) } ": "
+                    @let class = match r.state { "applied" => "state state-running", "not running" => "state state-stopping", _ => "state state-backoff" };
+                    span class=(class) { (r.state) }
+                    @if !r.restart_needed.is_empty() { " " span.small { "at next start: " (r.restart_needed.join(", ")) } }
+                    @if !r.errors.is_empty() { " " span.error { (r.errors.join("; ")) } }
+                }
+            }
+        }
+    }
+}
 
 async fn config_markup(
     st: &St,
@@ -1286,7 +1409,7 @@ async fn config_markup(
     let body = html! {
         section.card {
             h2 { "hermes.toml" }
-            p.muted { (RESTART_NOTE) }
+            p.muted { (LIVE_NOTE) }
             form method="post" action="/config" {
                 (csrf(a))
                 (form_error(other))
@@ -1311,13 +1434,14 @@ async fn config_markup(
                 Ok(h) if h.is_empty() => { p { "No version applied through this UI yet." } }
                 Ok(h) => {
                     table {
-                        thead { tr { th scope="col" { "Applied" } th scope="col" { "Version" } th scope="col" { "Size" } th scope="col" { span.sr { "Actions" } } } }
+                        thead { tr { th scope="col" { "Applied" } th scope="col" { "Version" } th scope="col" { "Size" } th scope="col" { "Live apply" } th scope="col" { span.sr { "Actions" } } } }
                         tbody {
                             @for (i, v) in h.iter().enumerate() {
                                 tr {
                                     td { (when(v.applied_at)) @if i == 0 && current.as_ref().is_ok_and(|c| crate::config_apply::version_text(&st.data, &v.id).ok().as_ref() == Some(c)) { " (in force)" } }
                                     td { code { (v.id) } }
                                     td.num { (v.bytes) " B" }
+                                    td { @match st.reload_of(&v.id) { Some(o) => { (reload_markup(&o)) } None => { span.muted { "—" } } } }
                                     td { a href=(format!("/config/history/{}", seg(&v.id))) { "Diff and rollback…" } }
                                 }
                             }
@@ -1342,7 +1466,11 @@ pub async fn config_apply(st: St, SessionForm(a, f): SessionForm<ConfigForm>) ->
     }
     match ops::apply_config(&st, &a.actor, Some(f.config.clone()), None).await {
         Ok(v) => {
-            st.sessions.set_flash(&a.session_id, true, format!("Version {} applied. {RESTART_NOTE}", v.id));
+            st.sessions.set_flash(
+                &a.session_id,
+                v.reload.iter().all(|r| r.ok),
+                format!("Version {} applied. {}.", v.version.id, v.summary()),
+            );
             Redirect::to("/config").into_response()
         }
         Err(ops::ConfigApplyError::Invalid(errors)) => {
@@ -1414,8 +1542,8 @@ pub async fn config_rollback(st: St, Path(id): Path<String>, SessionForm(a, f): 
         Ok(v) => {
             st.sessions.set_flash(
                 &a.session_id,
-                true,
-                format!("Rolled back: version {} is now in force. {RESTART_NOTE}", v.id),
+                v.reload.iter().all(|r| r.ok),
+                format!("Rolled back: version {} is now in force. {}.", v.version.id, v.summary()),
             );
             Redirect::to("/config").into_response()
         }
