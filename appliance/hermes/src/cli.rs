@@ -74,6 +74,16 @@ pub enum Command {
     },
     /// List or restore an account's expunged messages still within the retention period.
     Undelete(UndeleteArgs),
+    /// Disk and RAID health: bays, SMART verdicts, arrays, self-tests, scrubs, provisioning.
+    Hw {
+        #[command(subcommand)]
+        command: crate::hw::HwCommand,
+    },
+    /// Firmware slots on the EFI system partition: status, signed update install, mark good.
+    Firmware {
+        #[command(subcommand)]
+        command: crate::firmware::FirmwareCommand,
+    },
 }
 
 /// The services `hermes serve` can run.
@@ -85,6 +95,8 @@ pub enum Service {
     Router,
     /// The local admin web UI and its JSON API (HTTPS).
     Admin,
+    /// Disk and RAID health: SMART sweeps, md watch, failure policy, alerts (run/hw.sock).
+    Hw,
 }
 
 impl Service {
@@ -93,6 +105,7 @@ impl Service {
             Service::Store => "store",
             Service::Router => "router",
             Service::Admin => "admin",
+            Service::Hw => "hw",
         }
     }
 }
@@ -188,6 +201,10 @@ pub enum AccountCommand {
         /// Storage quota: bytes or with K, M, G, T (powers of 1024). Default 1G.
         #[arg(long, value_name = "SIZE")]
         quota: Option<String>,
+        /// Message-count quota: a number, `unlimited`, or `default` (the `[store]
+        /// default_quota_messages`, unlimited unless set). Default: `default`.
+        #[arg(long, value_name = "N")]
+        quota_messages: Option<String>,
     },
     /// Change an account's password (read from standard input).
     Passwd {
@@ -196,11 +213,14 @@ pub enum AccountCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// Set an account's storage quota.
+    /// Set an account's storage quota (and, with --messages, its message-count quota).
     Quota {
         address: String,
-        /// Bytes or with K, M, G, T (powers of 1024).
+        /// Bytes or with K, M, G, T (powers of 1024); `-` keeps the current one.
         size: String,
+        /// Message-count quota: a number, `unlimited`, or `default` (the site default).
+        #[arg(long, value_name = "N")]
+        messages: Option<String>,
     },
     /// Remove an account (its mail stays in the store, unreachable, until purged).
     #[command(alias = "remove", alias = "rm")]

@@ -11,6 +11,8 @@
 
 mod admin;
 mod cli;
+mod firmware;
+mod hw;
 mod layout;
 mod size;
 mod status;
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
         Command::Deliver { to, from } => deliver(&data, to, from),
         Command::Status { json } => status(&data, json),
         Command::Undelete(args) => undelete(&data, args),
+        Command::Hw { command } => hw::run(&data, command),
+        Command::Firmware { command } => firmware::run(command),
     };
     match result {
         Ok(code) => code,
@@ -72,11 +76,17 @@ fn serve(data: &DataDir, service: Service) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    if service == Service::Hw {
+        // Threads only, no async runtime: every SMART ioctl blocks (hermes_svc_hw).
+        hermes_svc_hw::run(data.clone(), config)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match service {
         Service::Store => runtime.block_on(hermes_svc_store::run(data.clone(), config))?,
         Service::Router => runtime.block_on(hermes_svc_router::run(data.clone(), config))?,
         Service::Admin => runtime.block_on(hermes_svc_admin::run(data.clone(), config))?,
+        Service::Hw => hermes_svc_hw::run(data.clone(), config)?,
     }
     Ok(ExitCode::SUCCESS)
 }
