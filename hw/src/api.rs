@@ -122,6 +122,33 @@ pub struct Status {
     /// Disks found that have no bay (boot media, USB, excluded, beyond the last bay), with why.
     #[serde(default)]
     pub unmapped: Vec<UnmappedDisk>,
+    /// What the last SMART sweep cost (`None` before the first).
+    #[serde(default)]
+    pub last_sweep: Option<SweepCost>,
+}
+
+/// The cost of one SMART sweep, so the "under 1 % of a core" budget is measured, not guessed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SweepCost {
+    /// Disks probed.
+    pub disks: u32,
+    /// Wall-clock time from the first probe to the last verdict.
+    pub wall_ms: u64,
+    /// CPU time (user + system) the whole service used meanwhile, in 10 ms ticks: an upper bound
+    /// on the sweep's own cost (the md watcher and the socket are counted too).
+    pub cpu_ms: u64,
+    /// The sweep interval: `cpu_ms` over it is the share of one core.
+    pub interval_secs: u64,
+}
+
+impl SweepCost {
+    /// Share of one core at the configured interval, in percent.
+    pub fn core_percent(&self) -> f64 {
+        if self.interval_secs == 0 {
+            return 0.0;
+        }
+        self.cpu_ms as f64 / (self.interval_secs as f64 * 10.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +477,7 @@ mod tests {
             }],
             sampled_at: 5,
             unmapped: vec![],
+            last_sweep: Some(SweepCost { disks: 16, wall_ms: 900, cpu_ms: 300, interval_secs: 300 }),
         };
         let resp = Response { ok: true, status: Some(st), ..Default::default() };
         let text = serde_json::to_string(&resp).unwrap();

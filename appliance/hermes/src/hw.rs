@@ -255,7 +255,18 @@ fn duration(secs: u64) -> String {
 pub fn render(st: &Status, now: i64) -> String {
     let mut s = String::new();
     let sampled = if st.sampled_at > 0 {
-        format!("SMART read {} s ago", now.saturating_sub(st.sampled_at))
+        match &st.last_sweep {
+            Some(c) => format!(
+                "SMART read {} s ago; sweep of {} disks: {} ms, {} ms CPU = {:.3} % of a core every {} s",
+                now.saturating_sub(st.sampled_at),
+                c.disks,
+                c.wall_ms,
+                c.cpu_ms,
+                c.core_percent(),
+                c.interval_secs
+            ),
+            None => format!("SMART read {} s ago", now.saturating_sub(st.sampled_at)),
+        }
     } else {
         "no SMART sweep yet".to_string()
     };
@@ -397,9 +408,11 @@ mod tests {
             events: vec![],
             sampled_at: 90,
             unmapped: vec![],
+            last_sweep: Some(hermes_hw::api::SweepCost { disks: 16, wall_ms: 800, cpu_ms: 120, interval_secs: 300 }),
         };
         let text = render(&st, 100);
         assert!(text.contains("SMART read 10 s ago"), "{text}");
+        assert!(text.contains("sweep of 16 disks: 800 ms, 120 ms CPU = 0.040 % of a core every 300 s"), "{text}");
         assert!(
             text.contains("HERMES00") && text.contains("WARNING") && text.contains("Reallocated_Sector_Ct (5) is 8")
         );

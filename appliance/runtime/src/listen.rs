@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Binds a TCP listener with `SO_REUSEADDR` (so a restart does not wait out TIME_WAIT).
@@ -75,8 +76,8 @@ struct Counts {
 
 #[derive(Debug)]
 struct Inner {
-    max_total: usize,
-    max_per_ip: usize,
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     counts: Mutex<Counts>,
 }
 
@@ -101,8 +102,19 @@ fn lock(m: &Mutex<Counts>) -> std::sync::MutexGuard<'_, Counts> {
 impl ConnectionLimiter {
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
         ConnectionLimiter {
-            inner: Arc::new(Inner { max_total, max_per_ip, counts: Mutex::new(Counts::default()) }),
+            inner: Arc::new(Inner {
+                max_total: AtomicUsize::new(max_total),
+                max_per_ip: AtomicUsize::new(max_per_ip),
+                counts: Mutex::new(Counts::default()),
+            }),
         }
+    }
+
+    /// New caps (a config reload), for connections admitted from now on: lowering one never
+    /// closes a connection, it only refuses new ones until the count is below it.
+    pub fn set_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.inner.max_total.store(max_total, Ordering::Relaxed);
+        self.inner.max_per_ip.store(max_per_ip, Ordering::Relaxed);
     }
 
     /// From the config's `[limits]`.
@@ -114,12 +126,12 @@ impl ConnectionLimiter {
     pub fn try_acquire(&self, ip: Option<IpAddr>) -> Result<ConnectionGuard, LimitExceeded> {
         let ip = ip.map(canonical_ip);
         let mut c = lock(&self.inner.counts);
-        if c.total >= self.inner.max_total {
+        if c.total >= self.inner.max_total.load(Ordering::Relaxed) {
             return Err(LimitExceeded::Total);
         }
         if let Some(ip) = ip {
             let n = c.per_ip.entry(ip).or_insert(0);
-            if *n >= self.inner.max_per_ip {
+            if *n >= self.inner.max_per_ip.load(Ordering::Relaxed) {
                 if *n == 0 {
                     c.per_ip.remove(&ip);
                 }
@@ -187,6 +199,23 @@ mod tests {
         assert_eq!(l.active(), 1);
         assert_eq!(l.active_from(a), 0);
         assert!(lock(&l.inner.counts).per_ip.is_empty(), "table shrinks with the connections");
+    }
+
+    #[test]
+    fn limits_change_for_new_connections_only() {
+        let l = ConnectionLimiter::new(3, 2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = l.try_acquire(Some(ip)).unwrap();
+        let _b = l.try_acquire(Some("::ffff:192.0.2.1".parse().unwrap())).unwrap();
+        assert_eq!(l.try_acquire(Some(ip)).unwrap_err(), LimitExceeded::PerIp);
+        let _c = l.try_acquire(None).unwrap();
+        assert_eq!(l.try_acquire(None).unwrap_err(), LimitExceeded::Total);
+        l.set_limits(10, 3);
+        let _d = l.try_acquire(Some(ip)).unwrap();
+        l.set_limits(10, 1);
+        drop(a);
+        assert_eq!(l.try_acquire(Some(ip)).unwrap_err(), LimitExceeded::PerIp, "still 2 from it, cap 1");
+        assert_eq!(l.active_from(ip), 2, "lowering a cap closes nothing");
     }
 
     #[test]

@@ -130,6 +130,7 @@ pub struct State {
     pub devices: Vec<BlockDevice>,
     pub map: BayMap,
     pub sampled_at: i64,
+    pub last_sweep: Option<api::SweepCost>,
     pub events: VecDeque<EventInfo>,
     pub pending: BTreeMap<u16, Pending>,
     /// Last verdict per disk serial (or name), to report changes.

@@ -68,7 +68,14 @@ pub fn status(sh: &Shared) -> Status {
             reason: serde_json::to_value(why).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
         })
         .collect();
-    Status { bays, arrays, events: st.events.iter().cloned().collect(), sampled_at: st.sampled_at, unmapped }
+    Status {
+        bays,
+        arrays,
+        events: st.events.iter().cloned().collect(),
+        sampled_at: st.sampled_at,
+        unmapped,
+        last_sweep: st.last_sweep,
+    }
 }
 
 fn membership(snap: &hermes_hw::md::Snapshot, disk: &str) -> Option<Membership> {

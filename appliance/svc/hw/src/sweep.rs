@@ -37,6 +37,8 @@ pub fn run(sh: &Shared) {
 
 /// One full sweep.
 pub fn sweep(sh: &Shared) {
+    let started = Instant::now();
+    let cpu_before = process_cpu_ms();
     let s = &sh.settings;
     let devices = match discover::discover(&s.root) {
         Ok(d) => d,
@@ -183,12 +185,53 @@ pub fn sweep(sh: &Shared) {
             e.device = Some(name);
             events.push(e);
         }
+        let probed = disks.len() as u32;
         st.disks = disks;
         st.devices = devices;
         st.map = map;
         st.sampled_at = at;
+        st.last_sweep = Some(api::SweepCost {
+            disks: probed,
+            wall_ms: started.elapsed().as_millis() as u64,
+            cpu_ms: match (cpu_before, process_cpu_ms()) {
+                (Some(a), Some(b)) => b.saturating_sub(a),
+                _ => 0,
+            },
+            interval_secs: sh.settings.interval.as_secs(),
+        });
     }
     sh.record(events);
+}
+
+/// CPU time (user + system) this process has used, in milliseconds, from `/proc/self/stat`
+/// (fields 14 and 15, in USER_HZ ticks: 100 per second on Linux whatever the kernel's HZ).
+fn process_cpu_ms() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_stat_cpu_ms(&text)
+}
+
+/// The part after the command name (which may hold spaces and parentheses) is split on spaces:
+/// state is field 3, utime field 14, stime field 15.
+fn parse_stat_cpu_ms(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10)
+}
+
+#[cfg(test)]
+mod cost_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_comes_from_proc_stat_fields_14_and_15() {
+        let line = "4242 (hermes (hw) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 37 5 0 0 20 0 3 0 99 1000 50";
+        assert_eq!(parse_stat_cpu_ms(line), Some(420));
+        assert_eq!(parse_stat_cpu_ms("garbage"), None);
+        assert_eq!(parse_stat_cpu_ms("1 (x) S 1"), None);
+        assert!(process_cpu_ms().is_some(), "this process's own stat is readable");
+    }
 }
 
 fn identity(dev: &BlockDevice, r: &Readings) -> (Option<String>, Option<String>, Option<String>, Option<u64>) {

@@ -242,8 +242,8 @@ pub async fn reload(ctx: &SharedContext) -> Response {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::host_default()),
             Err(e) => Err(vec![format!("cannot read the config file: {}", e.kind())]),
         };
-        let tls = tls_fingerprint(&data)
-            .map(|fp| (fp, hermes_runtime::tls::load_acceptor(&data).map_err(|e| e.to_string())));
+        let tls =
+            tls_fingerprint(&data).map(|fp| (fp, hermes_runtime::tls::load_acceptor(&data).map_err(|e| e.to_string())));
         (config, tls)
     })
     .await;

@@ -99,7 +99,11 @@ pub(crate) fn store_reply(
 
 /// Delivers `raw` (trace headers included) to `users` (one target per distinct user, INBOX)
 /// and returns one result per entry of `users`, in order. Blocking: call from `spawn_blocking`.
-pub(crate) fn deliver_to_users(store: &Store, raw: &[u8], users: &[UserId]) -> Vec<Result<hermes_store::Appended, StoreError>> {
+pub(crate) fn deliver_to_users(
+    store: &Store,
+    raw: &[u8],
+    users: &[UserId],
+) -> Vec<Result<hermes_store::Appended, StoreError>> {
     let mut distinct: Vec<&UserId> = Vec::new();
     for u in users {
         if !distinct.contains(&u) {
@@ -169,7 +173,12 @@ pub fn deliver_command(data: &DataDir, to: &[String], from: Option<&str>, raw: V
 }
 
 /// Delivers and returns one result per recipient (the library form of [`deliver_command`]).
-pub fn deliver(data: &DataDir, to: &[String], from: Option<&str>, raw: Vec<u8>) -> anyhow::Result<Vec<RecipientResult>> {
+pub fn deliver(
+    data: &DataDir,
+    to: &[String],
+    from: Option<&str>,
+    raw: Vec<u8>,
+) -> anyhow::Result<Vec<RecipientResult>> {
     if to.is_empty() {
         bail!("no recipients given");
     }
@@ -290,9 +299,11 @@ fn read_reply(r: &mut impl BufRead) -> anyhow::Result<Reply> {
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\r', '\n']);
-        let code: u16 = text.get(..3).and_then(|c| c.parse().ok()).filter(|c| (200..600).contains(c)).ok_or_else(|| {
-            anyhow::anyhow!("malformed LMTP reply")
-        })?;
+        let code: u16 = text
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .filter(|c| (200..600).contains(c))
+            .ok_or_else(|| anyhow::anyhow!("malformed LMTP reply"))?;
         let sep = text.as_bytes().get(3).copied().unwrap_or(b' ');
         let rest = text.get(4..).unwrap_or("");
         lines.push((code, rest.to_string()));

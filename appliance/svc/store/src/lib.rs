@@ -16,21 +16,21 @@
 //! Invariants: the store is opened once per process (its lock makes a second opener fail);
 //! every session watches [`Context::shutdown`] and ends promptly once it turns `true`.
 
-pub mod connlimit;
 pub mod control;
 pub mod dedup;
 pub mod deliver;
 pub mod imap;
 pub mod index;
+pub mod lmtp;
 pub mod pop3;
 pub mod quota;
-pub mod lmtp;
 pub mod run;
 pub mod sieve;
 
 pub use run::{run, run_until};
 
 use hermes_core::{config::Config, directory::Directory, paths::DataDir};
+use hermes_runtime::listen::ConnectionLimiter;
 use std::sync::{Arc, RwLock};
 
 /// Shared by every session of the store process.
@@ -63,25 +63,25 @@ pub struct Context {
 /// The connection limiters of the store's listeners: each protocol has its own, so a flood of
 /// IMAP clients cannot block mail delivery.
 pub struct Limiters {
-    pub imap: connlimit::Limiter,
-    pub pop3: connlimit::Limiter,
-    pub lmtp: connlimit::Limiter,
-    pub managesieve: connlimit::Limiter,
+    pub imap: ConnectionLimiter,
+    pub pop3: ConnectionLimiter,
+    pub lmtp: ConnectionLimiter,
+    pub managesieve: ConnectionLimiter,
 }
 
 impl Limiters {
     fn new(limits: &hermes_core::config::Limits) -> Limiters {
         Limiters {
-            imap: connlimit::Limiter::new(limits),
-            pop3: connlimit::Limiter::new(limits),
-            lmtp: connlimit::Limiter::new(limits),
-            managesieve: connlimit::Limiter::new(limits),
+            imap: ConnectionLimiter::from_limits(limits),
+            pop3: ConnectionLimiter::from_limits(limits),
+            lmtp: ConnectionLimiter::from_limits(limits),
+            managesieve: ConnectionLimiter::from_limits(limits),
         }
     }
 
     pub(crate) fn set_limits(&self, limits: &hermes_core::config::Limits) {
         for l in [&self.imap, &self.pop3, &self.lmtp, &self.managesieve] {
-            l.set_limits(limits);
+            l.set_limits(limits.max_connections, limits.max_connections_per_ip);
         }
     }
 }

@@ -21,18 +21,21 @@
 
 pub mod undelete;
 
+use address_book::AddressBook;
 use hermes_core::config::StoreSettings;
 use hermes_core::directory::{Account, UserId};
 use hermes_proto::lmtp::Reply;
 use hermes_store::{QuotaLimits, QuotaWarning, QuotaWarningComposer, StoreError, UserStore};
-use address_book::AddressBook;
 use std::sync::Arc;
 
 /// The limits that apply to `account`: its byte quota and its message limit, which for an
 /// account whose own is "default" is `[store] default_quota_messages` (unlimited unless set;
 /// RFC 9208 MESSAGE is then not reported).
 pub fn limits_for(account: &Account, settings: &StoreSettings) -> QuotaLimits {
-    QuotaLimits { bytes: account.quota_bytes, messages: account.quota_messages.resolve(settings.default_quota_messages) }
+    QuotaLimits {
+        bytes: account.quota_bytes,
+        messages: account.quota_messages.resolve(settings.default_quota_messages),
+    }
 }
 
 /// Gives `user` (the store of `account`) the account's current limits, and remembers the
@@ -77,7 +80,12 @@ pub fn warning_composer(hostname: &str) -> QuotaWarningComposer {
 }
 
 /// The warning message itself (pure: the clock and the address are parameters).
-pub fn warning_message(hostname: &str, to: Option<&str>, w: &QuotaWarning, now: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+pub fn warning_message(
+    hostname: &str,
+    to: Option<&str>,
+    w: &QuotaWarning,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<u8> {
     let percent = |used: u64, limit: u64| {
         if limit == 0 { 100 } else { (u128::from(used) * 100 / u128::from(limit)).min(999) as u64 }
     };
@@ -109,10 +117,7 @@ pub fn warning_message(hostname: &str, to: Option<&str>, w: &QuotaWarning, now: 
         w.usage.messages
     ));
     match w.limits.messages {
-        Some(max) => m.push_str(&format!(
-            " of the {max} you may keep ({}%).\r\n\r\n",
-            percent(w.usage.messages, max)
-        )),
+        Some(max) => m.push_str(&format!(" of the {max} you may keep ({}%).\r\n\r\n", percent(w.usage.messages, max))),
         None => m.push_str(".\r\n\r\n"),
     }
     m.push_str(
@@ -144,7 +149,10 @@ pub fn human(bytes: u64) -> String {
 
 /// Printable ASCII without the characters that could end or restructure a header field.
 fn header_safe(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'(' | b')' | b',' | b';' | b'"' | b'\\'))
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'(' | b')' | b',' | b';' | b'"' | b'\\'))
 }
 
 fn rand_u64() -> u64 {
@@ -211,15 +219,24 @@ mod tests {
         let m = String::from_utf8(warning_message("mail.example.org", Some("alice@example.org"), &w, now)).unwrap();
         assert!(m.is_ascii());
         let (head, body) = m.split_once("\r\n\r\n").unwrap();
-        for h in ["Date: Tue, 14 Nov 2023 22:13:20 +0000", "From: Mail System <postmaster@mail.example.org>",
-            "To: <alice@example.org>", "Subject: Your mailbox is 80% full", "Auto-Submitted: auto-generated"] {
+        for h in [
+            "Date: Tue, 14 Nov 2023 22:13:20 +0000",
+            "From: Mail System <postmaster@mail.example.org>",
+            "To: <alice@example.org>",
+            "Subject: Your mailbox is 80% full",
+            "Auto-Submitted: auto-generated",
+        ] {
             assert!(head.lines().any(|l| l == h), "{h} missing in {head}");
         }
         assert!(head.lines().any(|l| l.starts_with("Message-ID: <quota-80.") && l.ends_with("@mail.example.org>")));
         assert!(body.contains("850.0 MiB of your 1.0 GiB quota (83%)"), "{body}");
         assert!(body.contains("in 1234 messages.\r\n"), "{body}");
         // With a message limit, the count is reported against it.
-        let counted = QuotaWarning { percent: 95, usage: Usage { bytes: 10, messages: 95 }, limits: QuotaLimits { bytes: 1 << 30, messages: Some(100) } };
+        let counted = QuotaWarning {
+            percent: 95,
+            usage: Usage { bytes: 10, messages: 95 },
+            limits: QuotaLimits { bytes: 1 << 30, messages: Some(100) },
+        };
         let m2 = String::from_utf8(warning_message("h.org", None, &counted, now)).unwrap();
         assert!(m2.contains("Subject: Your mailbox is 95% full\r\n"));
         assert!(m2.contains("in 95 messages of the 100 you may keep (95%).\r\n"), "{m2}");
@@ -231,7 +248,10 @@ mod tests {
 
     #[test]
     fn lmtp_replies() {
-        assert_eq!(over_quota_reply("a@b", false).to_string().trim_end(), "452 4.2.2 <a@b> Mailbox full, try again later");
+        assert_eq!(
+            over_quota_reply("a@b", false).to_string().trim_end(),
+            "452 4.2.2 <a@b> Mailbox full, try again later"
+        );
         assert_eq!(over_quota_reply("a@b", true).to_string().trim_end(), "552 5.2.2 <a@b> Mailbox full");
     }
 

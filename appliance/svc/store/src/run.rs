@@ -9,7 +9,7 @@
 //! Invariants:
 //! - `run/endpoints.d/store.json` is written only after every listener is bound, with the
 //!   addresses actually bound (port 0 in the config means the kernel's choice).
-//! - Each connection holds a [`Slot`] for its whole life: IMAP (plain and TLS) and
+//! - Each connection holds a [`ConnectionGuard`] for its whole life: IMAP (plain and TLS) and
 //!   LMTP have separate limiters (POP3 has its own too), so a flood of IMAP clients cannot block mail delivery.
 //!   Their caps follow a config reload ([`crate::control`]), as do the TLS certificate and
 //!   every setting read through [`crate::Context::config`].
@@ -28,7 +28,7 @@ use hermes_core::config::Config;
 use hermes_core::directory::Directory;
 use hermes_core::ipc::ServiceEndpoints;
 use hermes_core::paths::DataDir;
-use crate::connlimit::{Limiter, Slot};
+use hermes_runtime::listen::{ConnectionGuard, ConnectionLimiter};
 use hermes_runtime::listen::{LimitExceeded, bind_tcp, bind_unix};
 use hermes_runtime::shutdown::{SessionToken, SessionTracker, Shutdown, Signals, triggered};
 use hermes_store::{Store, StoreConfig, StoreError};
@@ -149,11 +149,23 @@ pub async fn run_until(data: DataDir, config: Config, shutdown: impl Future<Outp
     let managesieve_limiter = ctx.limiters.managesieve.clone();
 
     let mut loops = JoinSet::new();
-    loops.spawn(accept_tcp(imap, Protocol::Imap { implicit_tls: false }, imap_limiter.clone(), ctx.clone(), tracker.token()));
+    loops.spawn(accept_tcp(
+        imap,
+        Protocol::Imap { implicit_tls: false },
+        imap_limiter.clone(),
+        ctx.clone(),
+        tracker.token(),
+    ));
     if let Some(l) = imaps {
         loops.spawn(accept_tcp(l, Protocol::Imap { implicit_tls: true }, imap_limiter, ctx.clone(), tracker.token()));
     }
-    loops.spawn(accept_tcp(pop3, Protocol::Pop3 { implicit_tls: false }, pop3_limiter.clone(), ctx.clone(), tracker.token()));
+    loops.spawn(accept_tcp(
+        pop3,
+        Protocol::Pop3 { implicit_tls: false },
+        pop3_limiter.clone(),
+        ctx.clone(),
+        tracker.token(),
+    ));
     if let Some(l) = pop3s {
         loops.spawn(accept_tcp(l, Protocol::Pop3 { implicit_tls: true }, pop3_limiter, ctx.clone(), tracker.token()));
     }
@@ -224,7 +236,7 @@ fn refusal(protocol: Protocol, why: LimitExceeded, hostname: &str) -> Vec<u8> {
 async fn accept_tcp(
     listener: tokio::net::TcpListener,
     protocol: Protocol,
-    limiter: Limiter,
+    limiter: ConnectionLimiter,
     ctx: SharedContext,
     token: SessionToken,
 ) {
@@ -253,7 +265,7 @@ async fn accept_tcp(
         let ctx = ctx.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            let _held: (Slot, SessionToken) = (guard, token);
+            let _held: (ConnectionGuard, SessionToken) = (guard, token);
             match protocol {
                 Protocol::Imap { implicit_tls } => crate::imap::serve(stream, peer, implicit_tls, ctx).await,
                 Protocol::Pop3 { implicit_tls } => crate::pop3::serve(stream, peer, implicit_tls, ctx).await,
@@ -264,7 +276,12 @@ async fn accept_tcp(
     }
 }
 
-async fn accept_unix(listener: tokio::net::UnixListener, limiter: Limiter, ctx: SharedContext, token: SessionToken) {
+async fn accept_unix(
+    listener: tokio::net::UnixListener,
+    limiter: ConnectionLimiter,
+    ctx: SharedContext,
+    token: SessionToken,
+) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let stream = tokio::select! {
@@ -288,7 +305,7 @@ async fn accept_unix(listener: tokio::net::UnixListener, limiter: Limiter, ctx: 
         let ctx = ctx.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            let _held: (Slot, SessionToken) = (guard, token);
+            let _held: (ConnectionGuard, SessionToken) = (guard, token);
             crate::lmtp::serve(stream, crate::lmtp::Peer::Unix, ctx).await
         });
     }
@@ -394,8 +411,12 @@ async fn purge_loop(ctx: SharedContext) {
         let retention = i64::try_from(ctx.config().store.retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
         let ctx2 = ctx.clone();
         match tokio::task::spawn_blocking(move || ctx2.dedup.purge(now.saturating_sub(retention))).await {
-            Ok(Ok(dropped)) => tracing::info!(dropped, kept = ctx.dedup.len(), "purged expired duplicate-suppression records"),
-            Ok(Err(e)) => tracing::error!(error = %e, "purge of duplicate-suppression records failed; retried at the next run"),
+            Ok(Ok(dropped)) => {
+                tracing::info!(dropped, kept = ctx.dedup.len(), "purged expired duplicate-suppression records")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "purge of duplicate-suppression records failed; retried at the next run")
+            }
             Err(e) => tracing::error!(error = %e, "dedup purge task failed; retried at the next run"),
         }
     }

@@ -478,6 +478,7 @@ pub async fn disks(PageAuth(a): PageAuth, st: St, Query(dq): Query<DisksQuery>) 
                     h2 #bays-h { "Bays" }
                     (bays_svg(&status.bays))
                     p.small { "Each bay shows its verdict in words; colours: green ok, amber warning, red (thick border) failing, grey dashed unknown, white empty. Last SMART sweep: " (if status.sampled_at > 0 { when(status.sampled_at) } else { "not yet".into() }) "." }
+                    @if let Some(c) = &status.last_sweep { p.small { "The last sweep read " (c.disks) " disks in " (c.wall_ms) " ms using " (c.cpu_ms) " ms of CPU (" (format!("{:.3}", c.core_percent())) " % of a core at one sweep every " (c.interval_secs) " s)." } }
                     @if !status.bays.iter().any(|b| b.present) { p { "No disk found in any bay." } }
                     @else {
                     table {

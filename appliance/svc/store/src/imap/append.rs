@@ -32,11 +32,7 @@ pub(super) fn store_flags(flags: &[p::Flag]) -> Vec<String> {
     v
 }
 
-pub(super) async fn append(
-    s: &mut Session,
-    name: &MailboxName,
-    messages: Vec<AppendMessage>,
-) -> Result<Reply, End> {
+pub(super) async fn append(s: &mut Session, name: &MailboxName, messages: Vec<AppendMessage>) -> Result<Reply, End> {
     let store_name = match s.mailbox_name(name) {
         Ok(n) => n,
         Err(r) => return Ok(r),
@@ -51,19 +47,10 @@ pub(super) async fn append(
             return Ok(Reply::no("Cannot append an empty message"));
         }
         if !m.binary && memchr::memchr(0, &m.data).is_some() {
-            return Ok(
-                Reply::no("NUL octets need a literal8 (BINARY) APPEND").with_code("UNKNOWN-CTE")
-            );
+            return Ok(Reply::no("NUL octets need a literal8 (BINARY) APPEND").with_code("UNKNOWN-CTE"));
         }
-        let internal_date = m.date.map(|d| InternalDate {
-            unix: d.unix_timestamp(),
-            offset_minutes: d.zone_minutes,
-        });
-        new.push(NewMessage {
-            raw: m.data,
-            flags: store_flags(&m.flags),
-            internal_date,
-        });
+        let internal_date = m.date.map(|d| InternalDate { unix: d.unix_timestamp(), offset_minutes: d.zone_minutes });
+        new.push(NewMessage { raw: m.data, flags: store_flags(&m.flags), internal_date });
     }
     let count = new.len();
     let result = s

@@ -57,8 +57,7 @@ pub fn record_failure(addr: IpAddr, limits: &Limits) -> Duration {
     let now = Instant::now();
     let mut map = lock(&FAILURES);
     if map.by_addr.len() >= MAX_TRACKED_ADDRESSES / 2 {
-        map.by_addr
-            .retain(|_, r| now.duration_since(r.last) < FAILURE_MEMORY);
+        map.by_addr.retain(|_, r| now.duration_since(r.last) < FAILURE_MEMORY);
         if map.by_addr.len() >= MAX_TRACKED_ADDRESSES {
             // Still full of live entries: drop the stalest half.
             let mut ages: Vec<Instant> = map.by_addr.values().map(|r| r.last).collect();
@@ -67,10 +66,7 @@ pub fn record_failure(addr: IpAddr, limits: &Limits) -> Duration {
             map.by_addr.retain(|_, r| r.last > cut);
         }
     }
-    let rec = map.by_addr.entry(addr).or_insert(FailureRecord {
-        failures: 0,
-        last: now,
-    });
+    let rec = map.by_addr.entry(addr).or_insert(FailureRecord { failures: 0, last: now });
     if now.duration_since(rec.last) >= FAILURE_MEMORY {
         rec.failures = 0;
     }
@@ -82,10 +78,7 @@ pub fn record_failure(addr: IpAddr, limits: &Limits) -> Duration {
 /// The delay for the `failures`-th recent failure: base × 2^(failures-1), capped.
 pub fn delay_for(failures: u32, limits: &Limits) -> Duration {
     let shift = failures.saturating_sub(1).min(32);
-    let ms = limits
-        .auth_fail_delay_ms
-        .saturating_mul(1u64 << shift)
-        .min(limits.max_auth_fail_delay_ms);
+    let ms = limits.auth_fail_delay_ms.saturating_mul(1u64 << shift).min(limits.max_auth_fail_delay_ms);
     Duration::from_millis(ms)
 }
 
@@ -94,8 +87,7 @@ pub fn record_success(addr: IpAddr) {
     lock(&FAILURES).by_addr.remove(&addr);
 }
 
-static SESSIONS: LazyLock<Mutex<HashMap<UserId, usize>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static SESSIONS: LazyLock<Mutex<HashMap<UserId, usize>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// One of a user's concurrent-session slots; released on drop.
 #[derive(Debug)]
@@ -176,22 +168,10 @@ mod tests {
 
     #[test]
     fn plain_refuses_garbage_and_proxy_authz() {
-        assert_eq!(
-            decode_plain(b"\xff\0a\0b").unwrap_err(),
-            PlainError::Malformed
-        );
-        assert_eq!(
-            decode_plain(&raw(b"only-one-field")).unwrap_err(),
-            PlainError::Malformed
-        );
-        assert_eq!(
-            decode_plain(&raw(b"\0\0pw")).unwrap_err(),
-            PlainError::Malformed
-        );
-        assert_eq!(
-            decode_plain(&raw(b"admin\0tim\0pw")).unwrap_err(),
-            PlainError::AuthzMismatch
-        );
+        assert_eq!(decode_plain(b"\xff\0a\0b").unwrap_err(), PlainError::Malformed);
+        assert_eq!(decode_plain(&raw(b"only-one-field")).unwrap_err(), PlainError::Malformed);
+        assert_eq!(decode_plain(&raw(b"\0\0pw")).unwrap_err(), PlainError::Malformed);
+        assert_eq!(decode_plain(&raw(b"admin\0tim\0pw")).unwrap_err(), PlainError::AuthzMismatch);
         assert_eq!(decode_plain(b"").unwrap_err(), PlainError::Malformed);
     }
 

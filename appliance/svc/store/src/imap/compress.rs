@@ -45,9 +45,7 @@ pub(super) async fn compress(s: &mut Session, tag: &str, mechanism: &str) -> Res
         return s.finish(tag, reply).await;
     }
     if mechanism != "DEFLATE" {
-        return s
-            .finish(tag, Reply::bad("Unsupported compression mechanism"))
-            .await;
+        return s.finish(tag, Reply::bad("Unsupported compression mechanism")).await;
     }
     s.finish(tag, Reply::ok("DEFLATE active")).await?;
     s.io.flush().await?;
@@ -106,9 +104,7 @@ impl Deflate {
                 self.out_buf.reserve(OUT_CHUNK);
             }
             let before_in = self.comp.total_in();
-            self.comp
-                .compress_vec(input, &mut self.out_buf, flush)
-                .map_err(io::Error::other)?;
+            self.comp.compress_vec(input, &mut self.out_buf, flush).map_err(io::Error::other)?;
             let consumed = usize::try_from(self.comp.total_in() - before_in).unwrap_or(0);
             input = input.get(consumed..).unwrap_or_default();
             // The compressor stops early only when it ran out of output space: then there is
@@ -137,11 +133,7 @@ impl Deflate {
 }
 
 impl AsyncRead for Deflate {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -197,11 +189,7 @@ impl AsyncRead for Deflate {
 }
 
 impl AsyncWrite for Deflate {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.out_buf.len() - this.out_pos >= OUT_CHUNK {
             ready!(this.poll_drain(cx))?;

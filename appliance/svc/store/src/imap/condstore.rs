@@ -58,9 +58,7 @@ pub fn select_options(params: &ExtParams, qresync_enabled: bool) -> Result<Selec
                 let invalid = || Reply::bad("Invalid QRESYNC parameter");
                 let (uidvalidity, modseq) = match (items.first(), items.get(1)) {
                     (Some(a), Some(b)) => (
-                        positive(a)
-                            .and_then(|n| u32::try_from(n).ok())
-                            .ok_or_else(invalid)?,
+                        positive(a).and_then(|n| u32::try_from(n).ok()).ok_or_else(invalid)?,
                         positive(b).ok_or_else(invalid)?,
                     ),
                     _ => return Err(invalid()),
@@ -89,11 +87,7 @@ pub fn select_options(params: &ExtParams, qresync_enabled: bool) -> Result<Selec
                     return Err(invalid());
                 }
                 opts.condstore = true;
-                opts.qresync = Some(Qresync {
-                    uidvalidity,
-                    modseq,
-                    known_uids,
-                });
+                opts.qresync = Some(Qresync { uidvalidity, modseq, known_uids });
             }
             _ => return Err(Reply::bad("Unsupported SELECT parameter")),
         }
@@ -189,10 +183,7 @@ mod tests {
     use hermes_proto::imap::ExtParam;
 
     fn params(v: Option<ExtValue>) -> ExtParams {
-        ExtParams(vec![ExtParam {
-            name: "QRESYNC".into(),
-            value: v,
-        }])
+        ExtParams(vec![ExtParam { name: "QRESYNC".into(), value: v }])
     }
 
     fn atom(s: &str) -> ExtValue {
@@ -225,17 +216,8 @@ mod tests {
         ] {
             assert!(select_options(&params(bad.clone()), true).is_err(), "{bad:?}");
         }
-        let cs = ExtParams(vec![ExtParam {
-            name: "CONDSTORE".into(),
-            value: None,
-        }]);
-        assert_eq!(
-            select_options(&cs, false).unwrap(),
-            SelectOptions {
-                condstore: true,
-                qresync: None
-            }
-        );
+        let cs = ExtParams(vec![ExtParam { name: "CONDSTORE".into(), value: None }]);
+        assert_eq!(select_options(&cs, false).unwrap(), SelectOptions { condstore: true, qresync: None });
     }
 
     #[test]

@@ -78,9 +78,7 @@ pub(super) async fn fetch(s: &mut Session, mut cmd: FetchCommand) -> Result<Repl
         }
     }
     if vanished && !(cmd.uid && changed_since.is_some() && s.qresync) {
-        return Ok(Reply::bad(
-            "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
-        ));
+        return Ok(Reply::bad("VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled"));
     }
     if changed_since.is_some() || cmd.attributes.contains(&FetchAttribute::ModSeq) {
         s.enable_condstore();
@@ -135,12 +133,7 @@ pub(super) async fn fetch(s: &mut Session, mut cmd: FetchCommand) -> Result<Repl
             .collect();
         if !unseen.is_empty() {
             let seen = vec!["\\Seen".to_string()];
-            match s
-                .store_call("FETCH", false, move |u| {
-                    u.store_flags(id, &unseen, FlagOp::Add, &seen, None)
-                })
-                .await
-            {
+            match s.store_call("FETCH", false, move |u| u.store_flags(id, &unseen, FlagOp::Add, &seen, None)).await {
                 Ok(update) => {
                     if let Some(sel) = s.selected.as_mut() {
                         for (uid, flags, modseq) in update.changed {
@@ -171,11 +164,7 @@ pub(super) async fn fetch(s: &mut Session, mut cmd: FetchCommand) -> Result<Repl
                     }
                     None => false,
                 };
-                items.push(Item {
-                    msn,
-                    meta,
-                    flags_changed,
-                });
+                items.push(Item { msn, meta, flags_changed });
             }
             None => expunged = true,
         }
@@ -189,9 +178,7 @@ pub(super) async fn fetch(s: &mut Session, mut cmd: FetchCommand) -> Result<Repl
     while !rest.is_empty() {
         let mut n = 0;
         let mut bytes = 0u64;
-        while n < rest.len()
-            && n < BATCH_MESSAGES
-            && (n == 0 || bytes + rest[n].meta.size <= BATCH_BYTES || !want_raw)
+        while n < rest.len() && n < BATCH_MESSAGES && (n == 0 || bytes + rest[n].meta.size <= BATCH_BYTES || !want_raw)
         {
             bytes += rest[n].meta.size;
             n += 1;
@@ -202,10 +189,9 @@ pub(super) async fn fetch(s: &mut Session, mut cmd: FetchCommand) -> Result<Repl
         let store = Arc::clone(&store);
         let attrs = Arc::clone(&attrs);
         let uid_cmd = cmd.uid;
-        let rendered = tokio::task::spawn_blocking(move || {
-            render_batch(&store, id, &batch, &attrs, uid_cmd, want_raw, condstore)
-        })
-        .await;
+        let rendered =
+            tokio::task::spawn_blocking(move || render_batch(&store, id, &batch, &attrs, uid_cmd, want_raw, condstore))
+                .await;
         let rendered = match rendered {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Ok(Reply::from_store(&e, "FETCH", false)),
@@ -226,9 +212,7 @@ pub(super) async fn fetch(s: &mut Session, mut cmd: FetchCommand) -> Result<Repl
         return Ok(Reply::no("Unknown Content-Transfer-Encoding").with_code("UNKNOWN-CTE"));
     }
     if expunged {
-        return Ok(
-            Reply::no("Some of the requested messages no longer exist").with_code("EXPUNGEISSUED")
-        );
+        return Ok(Reply::no("Some of the requested messages no longer exist").with_code("EXPUNGEISSUED"));
     }
     Ok(Reply::ok("FETCH completed"))
 }
@@ -361,26 +345,18 @@ fn render(
             FetchAttribute::Rfc822Header => {
                 sep(&mut out);
                 out.extend_from_slice(b"RFC822.HEADER ");
-                let sec = Section {
-                    part: Vec::new(),
-                    text: Some(SectionText::Header),
-                };
+                let sec = Section { part: Vec::new(), text: Some(SectionText::Header) };
                 let data = mime::section(raw, &sec).unwrap_or_default();
                 p::response::write_literal(&mut out, &data);
             }
             FetchAttribute::Rfc822Text => {
                 sep(&mut out);
                 out.extend_from_slice(b"RFC822.TEXT ");
-                let sec = Section {
-                    part: Vec::new(),
-                    text: Some(SectionText::Text),
-                };
+                let sec = Section { part: Vec::new(), text: Some(SectionText::Text) };
                 let data = mime::section(raw, &sec).unwrap_or_default();
                 p::response::write_literal(&mut out, &data);
             }
-            FetchAttribute::BodySection {
-                section, partial, ..
-            } => {
+            FetchAttribute::BodySection { section, partial, .. } => {
                 sep(&mut out);
                 out.extend_from_slice(b"BODY[");
                 section_spec(&mut out, section);
@@ -435,12 +411,8 @@ fn render(
 fn apply_partial<'a>(out: &mut Vec<u8>, data: &'a [u8], partial: Option<&Partial>) -> &'a [u8] {
     let Some(pt) = partial else { return data };
     out.extend_from_slice(format!("<{}>", pt.offset).as_bytes());
-    let start = usize::try_from(pt.offset)
-        .unwrap_or(usize::MAX)
-        .min(data.len());
-    let len = pt
-        .length
-        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let start = usize::try_from(pt.offset).unwrap_or(usize::MAX).min(data.len());
+    let len = pt.length.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let end = start.saturating_add(len).min(data.len());
     data.get(start..end).unwrap_or(&[])
 }
@@ -466,11 +438,7 @@ fn section_spec(out: &mut Vec<u8>, section: &Section) {
         SectionText::Text => out.extend_from_slice(b"TEXT"),
         SectionText::Mime => out.extend_from_slice(b"MIME"),
         SectionText::HeaderFields { not, fields } => {
-            out.extend_from_slice(if *not {
-                b"HEADER.FIELDS.NOT ("
-            } else {
-                b"HEADER.FIELDS ("
-            });
+            out.extend_from_slice(if *not { b"HEADER.FIELDS.NOT (" } else { b"HEADER.FIELDS (" });
             for (i, f) in fields.iter().enumerate() {
                 if i > 0 {
                     out.push(b' ');
@@ -495,10 +463,7 @@ mod tests {
             uid: 7,
             modseq: 3,
             flags: vec!["\\Seen".into()],
-            internal_date: InternalDate {
-                unix: 837_596_665,
-                offset_minutes: -420,
-            },
+            internal_date: InternalDate { unix: 837_596_665, offset_minutes: -420 },
             size: MSG.len() as u64,
         }
     }
@@ -519,19 +484,13 @@ mod tests {
             FetchAttribute::BodySection {
                 peek: false,
                 section: Section::default(),
-                partial: Some(Partial {
-                    offset: 6,
-                    length: Some(4),
-                }),
+                partial: Some(Partial { offset: 6, length: Some(4) }),
             },
             FetchAttribute::BodySection {
                 peek: true,
                 section: Section {
                     part: vec![],
-                    text: Some(SectionText::HeaderFields {
-                        not: false,
-                        fields: vec!["Subject".into()],
-                    }),
+                    text: Some(SectionText::HeaderFields { not: false, fields: vec!["Subject".into()] }),
                 },
                 partial: None,
             },
@@ -552,10 +511,7 @@ mod tests {
         let attrs = [FetchAttribute::BodySection {
             peek: true,
             section: Section::default(),
-            partial: Some(Partial {
-                offset: 10_000,
-                length: Some(10),
-            }),
+            partial: Some(Partial { offset: 10_000, length: Some(10) }),
         }];
         let r = render(1, &meta(), Some(MSG), &attrs, false, false, false).unwrap();
         assert_eq!(text(r), "* 1 FETCH (BODY[]<10000> {0}\r\n)\r\n");

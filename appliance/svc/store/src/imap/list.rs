@@ -101,24 +101,16 @@ pub struct ListEntry {
 }
 
 fn parents(name: &str) -> impl Iterator<Item = &str> {
-    name.char_indices()
-        .filter(|&(_, c)| c == DELIMITER)
-        .map(move |(i, _)| &name[..i])
+    name.char_indices().filter(|&(_, c)| c == DELIMITER).map(move |(i, _)| &name[..i])
 }
 
 /// Answers a LIST/LSUB query. `mailboxes` come from the store (INBOX first then by name).
 pub fn list(mailboxes: &[MailboxInfo], subscriptions: &[String], q: &ListQuery) -> Vec<ListEntry> {
-    let existing: BTreeMap<&str, &MailboxInfo> =
-        mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
+    let existing: BTreeMap<&str, &MailboxInfo> = mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
     let subscribed: BTreeSet<String> = subscriptions
         .iter()
         .map(|s| canonical_name(s))
-        .chain(
-            mailboxes
-                .iter()
-                .filter(|m| m.subscribed)
-                .map(|m| m.name.clone()),
-        )
+        .chain(mailboxes.iter().filter(|m| m.subscribed).map(|m| m.name.clone()))
         .collect();
     // Every name that exists or is implied as a parent of one that exists.
     let mut all: BTreeSet<&str> = existing.keys().copied().collect();
@@ -133,11 +125,7 @@ pub fn list(mailboxes: &[MailboxInfo], subscriptions: &[String], q: &ListQuery) 
             .is_some()
     };
     let matches_any = |name: &str| q.patterns.iter().any(|p| matches(p, name));
-    let missing_attr = if q.extended {
-        "\\NonExistent"
-    } else {
-        "\\Noselect"
-    };
+    let missing_attr = if q.extended { "\\NonExistent" } else { "\\Noselect" };
 
     let mut out: Vec<ListEntry> = Vec::new();
     if q.lsub || q.select_subscribed {
@@ -171,12 +159,7 @@ pub fn list(mailboxes: &[MailboxInfo], subscriptions: &[String], q: &ListQuery) 
                     if !exists {
                         attributes.push("\\Noselect");
                     }
-                    out.push(ListEntry {
-                        name,
-                        attributes,
-                        child_info_subscribed: false,
-                        selectable: exists,
-                    });
+                    out.push(ListEntry { name, attributes, child_info_subscribed: false, selectable: exists });
                 }
                 continue;
             }
@@ -220,11 +203,7 @@ pub fn list(mailboxes: &[MailboxInfo], subscriptions: &[String], q: &ListQuery) 
         if info.is_none() {
             attributes.push(missing_attr);
         }
-        attributes.push(if has_children(name) {
-            "\\HasChildren"
-        } else {
-            "\\HasNoChildren"
-        });
+        attributes.push(if has_children(name) { "\\HasChildren" } else { "\\HasNoChildren" });
         if q.return_subscribed && subscribed.contains(name) {
             attributes.push("\\Subscribed");
         }
@@ -282,10 +261,7 @@ mod tests {
         assert!(matches("a*c", "a/b/c"));
         assert!(matches("", ""));
         assert!(!matches("", "a"));
-        assert!(matches(
-            "*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%x",
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaax"
-        ));
+        assert!(matches("*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%x", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaax"));
     }
 
     #[test]
@@ -303,15 +279,9 @@ mod tests {
             mb("a", None, false),
             mb("a/b", None, false),
         ];
-        let q = ListQuery {
-            patterns: vec!["%".into()],
-            ..Default::default()
-        };
+        let q = ListQuery { patterns: vec!["%".into()], ..Default::default() };
         let got = list(&boxes, &[], &q);
-        let names: Vec<_> = got
-            .iter()
-            .map(|e| (e.name.as_str(), e.attributes.clone()))
-            .collect();
+        let names: Vec<_> = got.iter().map(|e| (e.name.as_str(), e.attributes.clone())).collect();
         assert_eq!(
             names,
             vec![
@@ -324,11 +294,7 @@ mod tests {
 
     #[test]
     fn subscribed_selection_shows_missing_and_recursive_match() {
-        let boxes = vec![
-            mb("INBOX", None, true),
-            mb("x", None, false),
-            mb("x/y", None, true),
-        ];
+        let boxes = vec![mb("INBOX", None, true), mb("x", None, false), mb("x/y", None, true)];
         let subs = vec!["gone".to_string()];
         let q = ListQuery {
             patterns: vec!["%".into()],
@@ -348,16 +314,8 @@ mod tests {
 
     #[test]
     fn lsub_marks_unsubscribed_parent_noselect() {
-        let boxes = vec![
-            mb("INBOX", None, false),
-            mb("x", None, false),
-            mb("x/y", None, true),
-        ];
-        let q = ListQuery {
-            patterns: vec!["%".into()],
-            lsub: true,
-            ..Default::default()
-        };
+        let boxes = vec![mb("INBOX", None, false), mb("x", None, false), mb("x/y", None, true)];
+        let q = ListQuery { patterns: vec!["%".into()], lsub: true, ..Default::default() };
         let got = list(&boxes, &[], &q);
         assert_eq!(
             got,

@@ -18,15 +18,10 @@ use hermes_core::secret::Secret;
 use hermes_proto::imap::{self as p, AuthResponse, LineEvent};
 use tokio::io::AsyncWriteExt;
 
-pub(super) async fn login(
-    s: &mut Session,
-    username: String,
-    password: p::Secret<Vec<u8>>,
-) -> Result<Reply, End> {
+pub(super) async fn login(s: &mut Session, username: String, password: p::Secret<Vec<u8>>) -> Result<Reply, End> {
     if s.login_disabled() {
         return Ok(
-            Reply::no("Plaintext authentication disallowed on non-secure connections")
-                .with_code("PRIVACYREQUIRED"),
+            Reply::no("Plaintext authentication disallowed on non-secure connections").with_code("PRIVACYREQUIRED")
         );
     }
     let password = match String::from_utf8(password.into_inner()) {
@@ -47,8 +42,7 @@ pub(super) async fn authenticate(
     }
     if s.login_disabled() {
         return Ok(
-            Reply::no("Plaintext authentication disallowed on non-secure connections")
-                .with_code("PRIVACYREQUIRED"),
+            Reply::no("Plaintext authentication disallowed on non-secure connections").with_code("PRIVACYREQUIRED")
         );
     }
     let response = match initial {
@@ -83,9 +77,7 @@ pub(super) async fn authenticate(
 async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Result<Reply, End> {
     let directory = s.ctx.directory.clone();
     let login_for_check = login.clone();
-    let result =
-        tokio::task::spawn_blocking(move || directory.authenticate(&login_for_check, &password))
-            .await;
+    let result = tokio::task::spawn_blocking(move || directory.authenticate(&login_for_check, &password)).await;
     let auth = match result {
         Ok(Ok(a)) => a,
         Ok(Err(AuthError::InvalidCredentials)) => {
@@ -133,11 +125,7 @@ async fn failed(s: &mut Session, why: &'static str) -> Result<Reply, End> {
     let delay = auth::record_failure(s.peer.ip(), &s.ctx.config().limits);
     crate::control::Stats::add(&s.ctx.stats.logins_failed, 1);
     s.auth_failures += 1;
-    tracing::debug!(
-        reason = why,
-        delay_ms = delay.as_millis() as u64,
-        "authentication failed"
-    );
+    tracing::debug!(reason = why, delay_ms = delay.as_millis() as u64, "authentication failed");
     s.io.flush().await?;
     tokio::time::sleep(delay).await;
     let reply = Reply::no("Authentication failed").with_code("AUTHENTICATIONFAILED");
@@ -149,9 +137,5 @@ async fn failed(s: &mut Session, why: &'static str) -> Result<Reply, End> {
 }
 
 fn truncated(login: &str) -> String {
-    login
-        .chars()
-        .take(128)
-        .filter(|c| !c.is_control())
-        .collect()
+    login.chars().take(128).filter(|c| !c.is_control()).collect()
 }

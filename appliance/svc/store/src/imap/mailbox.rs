@@ -17,9 +17,7 @@ use super::reply::Reply;
 use super::session::{End, Session};
 use super::sync::{Selected, permanent_flags};
 use super::wire;
-use hermes_proto::imap::{
-    self as p, ExtParams, ListCommand, ListReturn, ListSelection, MailboxName, StatusItem,
-};
+use hermes_proto::imap::{self as p, ExtParams, ListCommand, ListReturn, ListSelection, MailboxName, StatusItem};
 use hermes_store::{MailboxInfo, SpecialUse, StoreError};
 
 pub(super) async fn select(
@@ -30,8 +28,7 @@ pub(super) async fn select(
 ) -> Result<Reply, End> {
     let command = if read_only { "EXAMINE" } else { "SELECT" };
     if s.selected.take().is_some() {
-        s.send(b"* OK [CLOSED] Previous mailbox is now closed\r\n")
-            .await?;
+        s.send(b"* OK [CLOSED] Previous mailbox is now closed\r\n").await?;
     }
     let opts = match condstore::select_options(params, s.qresync) {
         Ok(o) => o,
@@ -53,14 +50,7 @@ pub(super) async fn select(
             let vanished = match &qresync {
                 Some(q) if q.uidvalidity == view.uidvalidity => {
                     let present: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
-                    condstore::vanished_earlier(
-                        u,
-                        view.id,
-                        q.modseq,
-                        q.known_uids.as_ref(),
-                        &present,
-                        view.uidnext,
-                    )?
+                    condstore::vanished_earlier(u, view.id, q.modseq, q.known_uids.as_ref(), &present, view.uidnext)?
                 }
                 _ => Vec::new(),
             };
@@ -74,9 +64,7 @@ pub(super) async fn select(
     let mut sel = Selected::open(view, read_only);
     // Load the shared search index and index new messages in the background, so the first
     // SEARCH/SORT/THREAD finds it ready (see `crate::index`).
-    sel.search_index = s
-        .user_store()
-        .map(|store| crate::index::prefetch(store, sel.view()));
+    sel.search_index = s.user_store().map(|store| crate::index::prefetch(store, sel.view()));
     sel.condstore = s.condstore;
     sel.qresync = s.qresync;
     let mut out = Vec::with_capacity(512);
@@ -85,39 +73,19 @@ pub(super) async fn select(
     out.extend_from_slice(format!("* {} EXISTS\r\n", sel.exists()).as_bytes());
     if !s.rev2 {
         out.extend_from_slice(b"* 0 RECENT\r\n");
-        let first_unseen = sel
-            .view()
-            .messages
-            .iter()
-            .position(|m| !m.flags.iter().any(|f| f == "\\Seen"));
+        let first_unseen = sel.view().messages.iter().position(|m| !m.flags.iter().any(|f| f == "\\Seen"));
         if let Some(i) = first_unseen {
             out.extend_from_slice(format!("* OK [UNSEEN {}] First unseen\r\n", i + 1).as_bytes());
         }
     }
     out.extend_from_slice(
-        format!(
-            "* OK [PERMANENTFLAGS {}] Flags permitted\r\n",
-            permanent_flags(&flags, read_only)
-        )
-        .as_bytes(),
+        format!("* OK [PERMANENTFLAGS {}] Flags permitted\r\n", permanent_flags(&flags, read_only)).as_bytes(),
     );
-    out.extend_from_slice(
-        format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", sel.uidvalidity).as_bytes(),
-    );
-    out.extend_from_slice(
-        format!(
-            "* OK [UIDNEXT {}] Predicted next UID\r\n",
-            sel.view().uidnext
-        )
-        .as_bytes(),
-    );
+    out.extend_from_slice(format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", sel.uidvalidity).as_bytes());
+    out.extend_from_slice(format!("* OK [UIDNEXT {}] Predicted next UID\r\n", sel.view().uidnext).as_bytes());
     // Hermes always keeps mod-sequences: HIGHESTMODSEQ on every SELECT (RFC 7162 §3.1.2.1).
     out.extend_from_slice(
-        format!(
-            "* OK [HIGHESTMODSEQ {}] Highest mailbox mod-sequence\r\n",
-            sel.highest_modseq()
-        )
-        .as_bytes(),
+        format!("* OK [HIGHESTMODSEQ {}] Highest mailbox mod-sequence\r\n", sel.highest_modseq()).as_bytes(),
     );
     if s.rev2 {
         out.extend_from_slice(b"* LIST () \"/\" ");
@@ -126,11 +94,7 @@ pub(super) async fn select(
     }
     // QRESYNC (RFC 7162 §3.2.5): what vanished, then the messages changed since the client's
     // mod-sequence, within its known UIDs. Ignored when UIDVALIDITY changed.
-    if let Some(q) = opts
-        .qresync
-        .as_ref()
-        .filter(|q| q.uidvalidity == sel.uidvalidity)
-    {
+    if let Some(q) = opts.qresync.as_ref().filter(|q| q.uidvalidity == sel.uidvalidity) {
         condstore::write_vanished_earlier(&mut out, &vanished);
         let largest = sel.view().uidnext.saturating_sub(1);
         let known = q.known_uids.as_ref().map(|k| k.ranges(largest, &[]));
@@ -162,19 +126,9 @@ pub(super) async fn select(
 
 fn special_use_from(attr: &str) -> Option<SpecialUse> {
     let a = attr.trim_start_matches('\\');
-    [
-        SpecialUse::Drafts,
-        SpecialUse::Sent,
-        SpecialUse::Trash,
-        SpecialUse::Junk,
-        SpecialUse::Archive,
-    ]
-    .into_iter()
-    .find(|su| {
-        su.attribute()
-            .trim_start_matches('\\')
-            .eq_ignore_ascii_case(a)
-    })
+    [SpecialUse::Drafts, SpecialUse::Sent, SpecialUse::Trash, SpecialUse::Junk, SpecialUse::Archive]
+        .into_iter()
+        .find(|su| su.attribute().trim_start_matches('\\').eq_ignore_ascii_case(a))
 }
 
 pub(super) async fn create(
@@ -210,10 +164,7 @@ pub(super) async fn create(
     if store_name == "INBOX" {
         return Ok(Reply::no("INBOX already exists").with_code("ALREADYEXISTS"));
     }
-    match s
-        .store_call("CREATE", false, move |u| u.create_mailbox(&store_name, su))
-        .await
-    {
+    match s.store_call("CREATE", false, move |u| u.create_mailbox(&store_name, su)).await {
         Ok(_) => Ok(Reply::ok("CREATE completed")),
         Err(r) => Ok(r),
     }
@@ -238,8 +189,7 @@ pub(super) async fn delete(s: &mut Session, name: &MailboxName) -> Result<Reply,
         Ok(id) => {
             if s.selected.as_ref().is_some_and(|sel| sel.id == id) {
                 s.selected = None;
-                s.send(b"* OK [CLOSED] Selected mailbox was deleted\r\n")
-                    .await?;
+                s.send(b"* OK [CLOSED] Selected mailbox was deleted\r\n").await?;
             }
             Ok(Reply::ok("DELETE completed"))
         }
@@ -266,10 +216,7 @@ pub(super) async fn rename(
     if to == "INBOX" {
         return Ok(Reply::no("INBOX already exists").with_code("ALREADYEXISTS"));
     }
-    match s
-        .store_call("RENAME", false, move |u| u.rename_mailbox(&from, &to))
-        .await
-    {
+    match s.store_call("RENAME", false, move |u| u.rename_mailbox(&from, &to)).await {
         Ok(()) => Ok(Reply::ok("RENAME completed")),
         Err(r) => Ok(r),
     }
@@ -281,26 +228,15 @@ pub(super) async fn subscribe(s: &mut Session, name: &MailboxName, on: bool) -> 
         Err(r) => return Ok(r),
     };
     let command = if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
-    match s
-        .store_call(command, false, move |u| u.set_subscribed(&store_name, on))
-        .await
-    {
-        Ok(()) => Ok(Reply::ok(if on {
-            "SUBSCRIBE completed"
-        } else {
-            "UNSUBSCRIBE completed"
-        })),
+    match s.store_call(command, false, move |u| u.set_subscribed(&store_name, on)).await {
+        Ok(()) => Ok(Reply::ok(if on { "SUBSCRIBE completed" } else { "UNSUBSCRIBE completed" })),
         Err(r) => Ok(r),
     }
 }
 
 /// Decodes a reference or pattern from the wire; `None` if it cannot name any mailbox.
 fn decode_pattern(s: &Session, text: &str) -> Option<String> {
-    if s.utf8 {
-        Some(text.to_string())
-    } else {
-        p::utf7::decode(text).ok()
-    }
+    if s.utf8 { Some(text.to_string()) } else { p::utf7::decode(text).ok() }
 }
 
 pub(super) async fn list(s: &mut Session, cmd: ListCommand) -> Result<Reply, End> {
@@ -309,11 +245,7 @@ pub(super) async fn list(s: &mut Session, cmd: ListCommand) -> Result<Reply, End
     }
     if cmd.patterns.len() == 1 && cmd.patterns[0].is_empty() && cmd.selection.is_empty() {
         // RFC 9051 §6.3.9: the hierarchy delimiter and root of the reference.
-        let root = cmd
-            .reference
-            .split(hermes_store::DELIMITER)
-            .next()
-            .unwrap_or("");
+        let root = cmd.reference.split(hermes_store::DELIMITER).next().unwrap_or("");
         let mut out = b"* LIST (\\Noselect) \"/\" ".to_vec();
         wire::string(&mut out, root.as_bytes(), s.utf8);
         out.extend_from_slice(b"\r\n");
@@ -330,11 +262,7 @@ pub(super) async fn list(s: &mut Session, cmd: ListCommand) -> Result<Reply, End
         .map(|p| list::canonical_pattern(&reference, &p))
         .collect();
     let mut status_items: Option<Vec<StatusItem>> = None;
-    let mut q = ListQuery {
-        patterns,
-        extended: cmd.extended || s.rev2,
-        ..Default::default()
-    };
+    let mut q = ListQuery { patterns, extended: cmd.extended || s.rev2, ..Default::default() };
     for sel in &cmd.selection {
         match sel {
             ListSelection::Subscribed => {
@@ -353,24 +281,17 @@ pub(super) async fn list(s: &mut Session, cmd: ListCommand) -> Result<Reply, End
             ListReturn::Status(items) => status_items = Some(items.clone()),
         }
     }
-    let need_deleted = status_items.as_ref().is_some_and(|i| {
-        i.contains(&StatusItem::Deleted) || i.contains(&StatusItem::DeletedStorage)
-    });
-    if status_items
+    let need_deleted = status_items
         .as_ref()
-        .is_some_and(|i| i.contains(&StatusItem::HighestModSeq))
-    {
+        .is_some_and(|i| i.contains(&StatusItem::Deleted) || i.contains(&StatusItem::DeletedStorage));
+    if status_items.as_ref().is_some_and(|i| i.contains(&StatusItem::HighestModSeq)) {
         s.enable_condstore();
     }
     let fetched = s
         .store_call("LIST", false, move |u| {
             let boxes = u.list_mailboxes();
             let subs = u.subscriptions();
-            let deleted = if need_deleted {
-                deleted_counts(u, &boxes)
-            } else {
-                Vec::new()
-            };
+            let deleted = if need_deleted { deleted_counts(u, &boxes) } else { Vec::new() };
             Ok((boxes, subs, deleted))
         })
         .await;
@@ -393,10 +314,7 @@ pub(super) async fn list(s: &mut Session, cmd: ListCommand) -> Result<Reply, End
         if let (Some(items), true) = (&status_items, e.selectable)
             && let Some(info) = boxes.iter().find(|b| b.name == e.name)
         {
-            let del = deleted
-                .iter()
-                .find(|(id, _)| *id == info.id)
-                .map(|(_, n)| *n);
+            let del = deleted.iter().find(|(id, _)| *id == info.id).map(|(_, n)| *n);
             status_line(&mut out, info, items, del, limit, s.utf8);
         }
         s.send(&out).await?;
@@ -412,21 +330,12 @@ pub(super) async fn lsub(s: &mut Session, reference: &str, pattern: &str) -> Res
         s.send(b"* LSUB (\\Noselect) \"/\" \"\"\r\n").await?;
         return Ok(Reply::ok("LSUB completed"));
     }
-    let (Some(reference), Some(pattern)) =
-        (decode_pattern(s, reference), decode_pattern(s, pattern))
-    else {
+    let (Some(reference), Some(pattern)) = (decode_pattern(s, reference), decode_pattern(s, pattern)) else {
         return Ok(Reply::ok("LSUB completed"));
     };
-    let q = ListQuery {
-        patterns: vec![list::canonical_pattern(&reference, &pattern)],
-        lsub: true,
-        ..Default::default()
-    };
-    let fetched = s
-        .store_call("LSUB", false, |u| {
-            Ok((u.list_mailboxes(), u.subscriptions()))
-        })
-        .await;
+    let q =
+        ListQuery { patterns: vec![list::canonical_pattern(&reference, &pattern)], lsub: true, ..Default::default() };
+    let fetched = s.store_call("LSUB", false, |u| Ok((u.list_mailboxes(), u.subscriptions()))).await;
     let (boxes, subs) = match fetched {
         Ok(v) => v,
         Err(r) => return Ok(r),
@@ -443,14 +352,8 @@ pub(super) async fn lsub(s: &mut Session, reference: &str, pattern: &str) -> Res
     Ok(Reply::ok("LSUB completed"))
 }
 
-fn deleted_counts(
-    u: &hermes_store::UserStore,
-    boxes: &[MailboxInfo],
-) -> Vec<(hermes_store::MailboxId, (u32, u64))> {
-    boxes
-        .iter()
-        .filter_map(|b| Some((b.id, deleted_of(&u.view(b.id).ok()?))))
-        .collect()
+fn deleted_counts(u: &hermes_store::UserStore, boxes: &[MailboxInfo]) -> Vec<(hermes_store::MailboxId, (u32, u64))> {
+    boxes.iter().filter_map(|b| Some((b.id, deleted_of(&u.view(b.id).ok()?)))).collect()
 }
 
 /// Messages flagged `\Deleted` and their total RFC822.SIZE (STATUS DELETED and, RFC 9208 §4.2,
@@ -502,28 +405,19 @@ fn status_line(
     out.extend_from_slice(b")\r\n");
 }
 
-pub(super) async fn status(
-    s: &mut Session,
-    name: &MailboxName,
-    items: &[StatusItem],
-) -> Result<Reply, End> {
+pub(super) async fn status(s: &mut Session, name: &MailboxName, items: &[StatusItem]) -> Result<Reply, End> {
     let store_name = match s.mailbox_name(name) {
         Ok(n) => n,
         Err(r) => return Ok(r),
     };
-    let need_deleted =
-        items.contains(&StatusItem::Deleted) || items.contains(&StatusItem::DeletedStorage);
+    let need_deleted = items.contains(&StatusItem::Deleted) || items.contains(&StatusItem::DeletedStorage);
     if items.contains(&StatusItem::HighestModSeq) {
         s.enable_condstore();
     }
     let fetched = s
         .store_call("STATUS", false, move |u| {
             let info = u.mailbox(&store_name).ok_or(StoreError::NoSuchMailbox)?;
-            let deleted = if need_deleted {
-                Some(deleted_of(&u.view(info.id)?))
-            } else {
-                None
-            };
+            let deleted = if need_deleted { Some(deleted_of(&u.view(info.id)?)) } else { None };
             Ok((info, deleted))
         })
         .await;
@@ -532,14 +426,7 @@ pub(super) async fn status(
         Err(r) => return Ok(r),
     };
     let mut out = Vec::with_capacity(128);
-    status_line(
-        &mut out,
-        &info,
-        items,
-        deleted,
-        s.ctx.config().limits.max_message_bytes,
-        s.utf8,
-    );
+    status_line(&mut out, &info, items, deleted, s.ctx.config().limits.max_message_bytes, s.utf8);
     s.send(&out).await?;
     Ok(Reply::ok("STATUS completed"))
 }

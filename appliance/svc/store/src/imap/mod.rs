@@ -50,12 +50,7 @@ use tokio::net::TcpStream;
 
 /// Serves one IMAP connection until the client logs out, the connection drops, a timeout
 /// expires or the service shuts down. `implicit_tls`: the IMAPS port (handshake first).
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    implicit_tls: bool,
-    ctx: crate::SharedContext,
-) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, implicit_tls: bool, ctx: crate::SharedContext) {
     crate::control::Stats::add(&ctx.stats.imap_sessions, 1);
     session::run(stream, peer, implicit_tls, ctx).await
 }

@@ -28,25 +28,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply {
-            status: Status::Ok,
-            code: None,
-            text: text.into(),
-        }
+        Reply { status: Status::Ok, code: None, text: text.into() }
     }
     pub fn no(text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply {
-            status: Status::No,
-            code: None,
-            text: text.into(),
-        }
+        Reply { status: Status::No, code: None, text: text.into() }
     }
     pub fn bad(text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply {
-            status: Status::Bad,
-            code: None,
-            text: text.into(),
-        }
+        Reply { status: Status::Bad, code: None, text: text.into() }
     }
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Reply {
         self.code = Some(code.into());
@@ -89,28 +77,17 @@ impl Reply {
     /// a missing one is answered `TRYCREATE` (RFC 9051 §6.3.12).
     pub fn from_store(err: &StoreError, command: &'static str, destination: bool) -> Reply {
         match err {
-            StoreError::NoSuchMailbox if destination => {
-                Reply::no("Mailbox does not exist").with_code("TRYCREATE")
-            }
-            StoreError::NoSuchMailbox => {
-                Reply::no("Mailbox does not exist").with_code("NONEXISTENT")
-            }
-            StoreError::MailboxExists => {
-                Reply::no("Mailbox already exists").with_code("ALREADYEXISTS")
-            }
+            StoreError::NoSuchMailbox if destination => Reply::no("Mailbox does not exist").with_code("TRYCREATE"),
+            StoreError::NoSuchMailbox => Reply::no("Mailbox does not exist").with_code("NONEXISTENT"),
+            StoreError::MailboxExists => Reply::no("Mailbox already exists").with_code("ALREADYEXISTS"),
             StoreError::InvalidMailboxName => Reply::no("Invalid mailbox name").with_code("CANNOT"),
-            StoreError::HasChildren => {
-                Reply::no("Mailbox has children, delete them first").with_code("HASCHILDREN")
-            }
-            StoreError::CannotDeleteInbox => {
-                Reply::no("INBOX cannot be deleted").with_code("CANNOT")
-            }
+            StoreError::HasChildren => Reply::no("Mailbox has children, delete them first").with_code("HASCHILDREN"),
+            StoreError::CannotDeleteInbox => Reply::no("INBOX cannot be deleted").with_code("CANNOT"),
             StoreError::TooLarge => Reply::no("Message too large").with_code("TOOBIG"),
             // RFC 9208 §4.3.2 (OVERQUOTA): the change would pass the user's quota.
             StoreError::OverQuota => Reply::no("Quota exceeded").with_code("OVERQUOTA"),
             StoreError::NoSuchMessage => {
-                Reply::no("Some of the requested messages no longer exist")
-                    .with_code("EXPUNGEISSUED")
+                Reply::no("Some of the requested messages no longer exist").with_code("EXPUNGEISSUED")
             }
             StoreError::Locked => {
                 tracing::error!(command, error = %err, "store unavailable");
@@ -138,15 +115,8 @@ mod tests {
     #[test]
     fn renders_codes_and_hides_internals() {
         assert_eq!(Reply::ok("done").render("a1"), b"a1 OK done\r\n");
-        assert_eq!(
-            Reply::no("x").with_code("TRYCREATE").render("t"),
-            b"t NO [TRYCREATE] x\r\n"
-        );
-        let r = Reply::from_store(
-            &StoreError::Io(std::io::Error::other("/secret/path")),
-            "APPEND",
-            true,
-        );
+        assert_eq!(Reply::no("x").with_code("TRYCREATE").render("t"), b"t NO [TRYCREATE] x\r\n");
+        let r = Reply::from_store(&StoreError::Io(std::io::Error::other("/secret/path")), "APPEND", true);
         let line = String::from_utf8(r.render("z")).unwrap();
         assert_eq!(line, "z NO [SERVERBUG] Internal error\r\n");
         let r = Reply::from_store(&StoreError::NoSuchMailbox, "COPY", true);

@@ -28,8 +28,8 @@
 use super::reply::Reply;
 use super::session::{End, Session};
 use super::wire;
-use hermes_proto::imap::{Date, SearchCommand, SearchKey, SearchReturn, SequenceSet};
 use crate::index::{self, Entry, MailboxIndex, Needle};
+use hermes_proto::imap::{Date, SearchCommand, SearchKey, SearchReturn, SequenceSet};
 use hermes_proto::mime::SearchableMessage;
 use hermes_store::{MailboxId, MessageMeta, StoreError, UserStore};
 use std::sync::Arc;
@@ -83,9 +83,7 @@ enum Key {
 impl Key {
     fn needs_message(&self) -> bool {
         match self {
-            Key::Header(..) | Key::Address(..) | Key::Body(_) | Key::Text(_) | Key::Sent(..) => {
-                true
-            }
+            Key::Header(..) | Key::Address(..) | Key::Body(_) | Key::Text(_) | Key::Sent(..) => true,
             Key::Not(k) => k.needs_message(),
             Key::Or(a, b) => a.needs_message() || b.needs_message(),
             Key::And(v) => v.iter().any(Key::needs_message),
@@ -195,13 +193,10 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     fn text(&self, bytes: &[u8]) -> Result<String, Reply> {
         if self.utf8_only || bytes.is_ascii() {
-            String::from_utf8(bytes.to_vec()).map_err(|_| {
-                Reply::no("Search string is not valid UTF-8")
-                    .with_code("BADCHARSET (US-ASCII UTF-8)")
-            })
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| Reply::no("Search string is not valid UTF-8").with_code("BADCHARSET (US-ASCII UTF-8)"))
         } else {
-            Err(Reply::no("Search string is not valid UTF-8")
-                .with_code("BADCHARSET (US-ASCII UTF-8)"))
+            Err(Reply::no("Search string is not valid UTF-8").with_code("BADCHARSET (US-ASCII UTF-8)"))
         }
     }
 
@@ -255,20 +250,12 @@ impl Compiler<'_> {
             S::Text(s) => Key::Text(self.needle(s)?),
             S::Not(k) => Key::Not(Box::new(self.compile(k)?)),
             S::Or(a, b) => Key::Or(Box::new(self.compile(a)?), Box::new(self.compile(b)?)),
-            S::And(v) => Key::And(
-                v.iter()
-                    .map(|k| self.compile(k))
-                    .collect::<Result<_, _>>()?,
-            ),
+            S::And(v) => Key::And(v.iter().map(|k| self.compile(k)).collect::<Result<_, _>>()?),
         })
     }
 
     fn ranges(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
-        if uid {
-            set.ranges(self.largest_uid, self.saved_uid)
-        } else {
-            set.ranges(self.largest_msn, self.saved_msn)
-        }
+        if uid { set.ranges(self.largest_uid, self.saved_uid) } else { set.ranges(self.largest_msn, self.saved_msn) }
     }
 }
 
@@ -326,10 +313,7 @@ pub(super) async fn matching(
     };
     // A search without CHARSET may still carry UTF-8 (IMAP4rev2 and UTF8=ACCEPT clients do).
     let utf8_only = utf8_only || charset.is_none();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let saved_uid = saved_ranges(sel.saved_uids().iter().copied());
     let saved_msn = saved_ranges(sel.saved_uids().iter().filter_map(|&u| sel.msn_of(u)));
     let compiler = Compiler {
@@ -340,29 +324,20 @@ pub(super) async fn matching(
         saved_msn: &saved_msn,
         saved_uid: &saved_uid,
     };
-    let keys = criteria
-        .iter()
-        .map(|k| compiler.compile(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    let live = sel
-        .uids()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &uid)| Some((u32::try_from(i + 1).ok()?, uid, sel.meta(uid)?)));
+    let keys = criteria.iter().map(|k| compiler.compile(k)).collect::<Result<Vec<_>, _>>()?;
+    let live =
+        sel.uids().iter().enumerate().filter_map(|(i, &uid)| Some((u32::try_from(i + 1).ok()?, uid, sel.meta(uid)?)));
     if keys.iter().all(|k| matches!(k, Key::Const(true))) {
         return Ok(live.map(|(msn, uid, _)| (msn, uid)).collect());
     }
     let key = Key::And(keys);
     // The messages the client knows and that still exist, with their MSNs.
-    let candidates: Vec<(u32, MessageMeta)> =
-        live.map(|(msn, _, meta)| (msn, meta.clone())).collect();
+    let candidates: Vec<(u32, MessageMeta)> = live.map(|(msn, _, meta)| (msn, meta.clone())).collect();
     let id = sel.id;
     let Some(store) = s.user_store() else {
         return Err(Reply::bad("Command not allowed before login"));
     };
-    let ix = key
-        .needs_message()
-        .then(|| index::for_mailbox(&store, id, sel.uidvalidity));
+    let ix = key.needs_message().then(|| index::for_mailbox(&store, id, sel.uidvalidity));
     let live: Vec<u32> = sel.view().messages.iter().map(|m| m.uid).collect();
     let found = tokio::task::spawn_blocking(move || match ix {
         Some(ix) => evaluate_indexed(&store, &ix, &key, &candidates, live),
@@ -388,19 +363,11 @@ pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Re
     // mod-sequence of the messages found.
     let modseq = if uses_modseq(&cmd.criteria) {
         s.enable_condstore();
-        s.selected.as_ref().and_then(|sel| {
-            found
-                .iter()
-                .filter_map(|&(_, uid)| sel.meta(uid).map(|m| m.modseq))
-                .max()
-        })
+        s.selected.as_ref().and_then(|sel| found.iter().filter_map(|&(_, uid)| sel.meta(uid).map(|m| m.modseq)).max())
     } else {
         None
     };
-    let nums: Vec<u32> = found
-        .iter()
-        .map(|&(msn, uid)| if cmd.uid { uid } else { msn })
-        .collect();
+    let nums: Vec<u32> = found.iter().map(|&(msn, uid)| if cmd.uid { uid } else { msn }).collect();
 
     let returns = match (&cmd.returns, s.rev2) {
         (Some(r), _) if r.is_empty() => Some(vec![SearchReturn::All]),
@@ -450,17 +417,12 @@ pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Re
                                 out.extend_from_slice(format!(" MAX {n}").as_bytes());
                             }
                         }
-                        SearchReturn::Count => {
-                            out.extend_from_slice(format!(" COUNT {}", sorted.len()).as_bytes())
-                        }
+                        SearchReturn::Count => out.extend_from_slice(format!(" COUNT {}", sorted.len()).as_bytes()),
                         SearchReturn::All => {
                             if !sorted.is_empty() {
                                 out.extend_from_slice(b" ALL ");
                                 out.extend_from_slice(
-                                    hermes_proto::imap::response::sequence_set(
-                                        sorted.iter().copied(),
-                                    )
-                                    .as_bytes(),
+                                    hermes_proto::imap::response::sequence_set(sorted.iter().copied()).as_bytes(),
                                 );
                             }
                         }
@@ -485,9 +447,7 @@ pub(super) async fn search(s: &mut Session, tag: &str, cmd: SearchCommand) -> Re
 pub(super) fn saved_subset(ordered: &[u32], returns: &[SearchReturn]) -> Vec<u32> {
     let min = returns.contains(&SearchReturn::Min);
     let max = returns.contains(&SearchReturn::Max);
-    let others = returns
-        .iter()
-        .any(|r| matches!(r, SearchReturn::All | SearchReturn::Count));
+    let others = returns.iter().any(|r| matches!(r, SearchReturn::All | SearchReturn::Count));
     let mut out: Vec<u32> = if (min || max) && !others {
         let mut v = Vec::new();
         if min {
@@ -575,9 +535,7 @@ fn evaluate_indexed(
             let mut found = Vec::new();
             let mut unknown = Vec::new();
             for (i, (msn, meta)) in chunk.iter().enumerate() {
-                let answer = map
-                    .get(&meta.uid)
-                    .and_then(|e| key.eval(*msn, meta, Source::Index(e)));
+                let answer = map.get(&meta.uid).and_then(|e| key.eval(*msn, meta, Source::Index(e)));
                 match answer {
                     Some(true) => found.push((*msn, meta.uid)),
                     Some(false) => {}
@@ -598,10 +556,7 @@ fn evaluate_indexed(
             let per = candidates.len().div_ceil(threads);
             let eval_chunk = &eval_chunk;
             let parts: Vec<_> = std::thread::scope(|scope| {
-                let handles: Vec<_> = candidates
-                    .chunks(per)
-                    .map(|c| scope.spawn(move || (c, eval_chunk(c))))
-                    .collect();
+                let handles: Vec<_> = candidates.chunks(per).map(|c| scope.spawn(move || (c, eval_chunk(c)))).collect();
                 handles.into_iter().map(|h| h.join()).collect()
             });
             let mut found = Vec::new();
@@ -638,23 +593,13 @@ mod tests {
             uid,
             modseq: u64::from(uid),
             flags: flags.iter().map(|s| s.to_string()).collect(),
-            internal_date: InternalDate {
-                unix,
-                offset_minutes: 0,
-            },
+            internal_date: InternalDate { unix, offset_minutes: 0 },
             size,
         }
     }
 
     fn compiler() -> Compiler<'static> {
-        Compiler {
-            utf8_only: true,
-            now: 1_000_000,
-            largest_msn: 3,
-            largest_uid: 30,
-            saved_msn: &[],
-            saved_uid: &[],
-        }
+        Compiler { utf8_only: true, now: 1_000_000, largest_msn: 3, largest_uid: 30, saved_msn: &[], saved_uid: &[] }
     }
 
     #[test]
@@ -670,10 +615,7 @@ mod tests {
         assert!(k(SearchKey::On(Date::new(1970, 1, 4).unwrap())));
         assert!(k(SearchKey::Before(Date::new(1970, 1, 5).unwrap())));
         assert!(!k(SearchKey::Since(Date::new(1970, 1, 5).unwrap())));
-        assert!(k(SearchKey::Or(
-            Box::new(SearchKey::Deleted),
-            Box::new(SearchKey::Seen)
-        )));
+        assert!(k(SearchKey::Or(Box::new(SearchKey::Deleted), Box::new(SearchKey::Seen))));
         assert!(!k(SearchKey::Not(Box::new(SearchKey::All))));
         assert!(!k(SearchKey::Recent));
     }
@@ -741,9 +683,7 @@ mod tests {
     fn corpus(n: usize) -> (tempfile::TempDir, hermes_store::Store, Arc<UserStore>, MailboxId) {
         let dir = tempfile::tempdir().unwrap();
         let store = hermes_store::Store::open(dir.path(), hermes_store::StoreConfig::default()).unwrap();
-        let user = store
-            .user(&hermes_core::directory::UserId::parse(&format!("{:032x}", 9)).unwrap())
-            .unwrap();
+        let user = store.user(&hermes_core::directory::UserId::parse(&format!("{:032x}", 9)).unwrap()).unwrap();
         let inbox = user.mailbox("INBOX").unwrap().id;
         let batch: Vec<hermes_store::NewMessage> = (0..n)
             .map(|i| hermes_store::NewMessage {

@@ -28,8 +28,7 @@ use super::{SERVER_NAME, append, compress, fetch, idle, login, mailbox, quota, s
 use crate::SharedContext;
 use hermes_core::directory::Authenticated;
 use hermes_proto::imap::{
-    self as p, Command, CommandBody, CommandReader, Event, Limits as FrameLimits, MailboxName,
-    RawCommand, Rejection,
+    self as p, Command, CommandBody, CommandReader, Event, Limits as FrameLimits, MailboxName, RawCommand, Rejection,
 };
 use hermes_store::{StoreError, UserStore};
 use std::io;
@@ -85,11 +84,7 @@ impl LoggedIn {
     }
 
     pub fn new(auth: Authenticated, store: Arc<UserStore>, slot: SessionSlot) -> LoggedIn {
-        LoggedIn {
-            auth,
-            store,
-            _slot: slot,
-        }
+        LoggedIn { auth, store, _slot: slot }
     }
 }
 
@@ -180,10 +175,7 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Result<(), End> {
-        let greeting = format!(
-            "* OK [CAPABILITY {}] {SERVER_NAME} ready\r\n",
-            self.capabilities()
-        );
+        let greeting = format!("* OK [CAPABILITY {}] {SERVER_NAME} ready\r\n", self.capabilities());
         self.io.write_all(greeting.as_bytes()).await?;
         loop {
             let Some(event) = self.reader.next() else {
@@ -205,11 +197,7 @@ impl Session {
     /// Reads once from the client (with the prelogin or idle timeout) and feeds the reader.
     pub async fn fill(&mut self) -> Result<(), End> {
         let limits = &self.ctx.config().limits;
-        let secs = if self.user.is_some() {
-            limits.idle_timeout_secs
-        } else {
-            limits.prelogin_timeout_secs
-        };
+        let secs = if self.user.is_some() { limits.idle_timeout_secs } else { limits.prelogin_timeout_secs };
         let timeout = Duration::from_secs(secs);
         // Allocated on first use and freed while IDLE-ing (see `release_idle_buffers`).
         if self.rbuf.len() < READ_CHUNK {
@@ -241,11 +229,7 @@ impl Session {
     /// every handler writes to. The old stream is returned; the session is left with a
     /// detached placeholder until the caller installs the new one with [`Session::install`].
     pub fn detach_stream(&mut self) -> Stream {
-        std::mem::replace(
-            &mut self.io,
-            BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached),
-        )
-        .into_inner()
+        std::mem::replace(&mut self.io, BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached)).into_inner()
     }
 
     /// Frees the per-connection buffers an idle connection does not need: the 8 KiB read
@@ -280,10 +264,7 @@ impl Session {
 
     /// Writes `* BYE text` and flushes, ignoring errors (the connection is ending anyway).
     pub async fn bye(&mut self, text: &str) {
-        let _ = self
-            .io
-            .write_all(format!("* BYE {text}\r\n").as_bytes())
-            .await;
+        let _ = self.io.write_all(format!("* BYE {text}\r\n").as_bytes()).await;
         let _ = self.io.flush().await;
     }
 
@@ -291,9 +272,7 @@ impl Session {
         let reply = match reason {
             Rejection::LineTooLong => Reply::bad(reason.text()),
             Rejection::TooManyLiterals => Reply::bad(reason.text()).with_code("LIMIT"),
-            Rejection::LiteralTooBig { .. } | Rejection::CommandTooBig => {
-                Reply::no(reason.text()).with_code("TOOBIG")
-            }
+            Rejection::LiteralTooBig { .. } | Rejection::CommandTooBig => Reply::no(reason.text()).with_code("TOOBIG"),
         };
         tracing::info!(reason = reason.text(), "command rejected");
         self.finish(tag.as_deref().unwrap_or("*"), reply).await
@@ -334,9 +313,7 @@ impl Session {
         match body {
             CommandBody::Logout => {
                 self.io.write_all(b"* BYE Logging out\r\n").await?;
-                self.io
-                    .write_all(&Reply::ok("LOGOUT completed").render(&tag))
-                    .await?;
+                self.io.write_all(&Reply::ok("LOGOUT completed").render(&tag)).await?;
                 self.io.flush().await?;
                 return Err(End::Closed);
             }
@@ -392,10 +369,9 @@ impl Session {
         use CommandBody as C;
         match body {
             C::Capability | C::Noop | C::Logout | C::Id(_) => None,
-            C::StartTls | C::Authenticate { .. } | C::Login { .. } => self
-                .user
-                .as_ref()
-                .map(|_| Reply::bad("Already authenticated")),
+            C::StartTls | C::Authenticate { .. } | C::Login { .. } => {
+                self.user.as_ref().map(|_| Reply::bad("Already authenticated"))
+            }
             _ if self.user.is_none() => Some(Reply::bad("Command not allowed before login")),
             C::Enable(_) if self.selected.is_some() => {
                 Some(Reply::bad("ENABLE is not allowed with a mailbox selected"))
@@ -434,46 +410,29 @@ impl Session {
                     let summary: Vec<String> = fields
                         .iter()
                         .take(8)
-                        .map(|(k, v)| {
-                            format!(
-                                "{}={}",
-                                truncate(k, 32),
-                                truncate(v.as_deref().unwrap_or("NIL"), 64)
-                            )
-                        })
+                        .map(|(k, v)| format!("{}={}", truncate(k, 32), truncate(v.as_deref().unwrap_or("NIL"), 64)))
                         .collect();
                     tracing::info!(client_id = %summary.join(" "), "ID");
                 }
-                let line = format!(
-                    "* ID (\"name\" \"{SERVER_NAME}\" \"version\" \"{}\")\r\n",
-                    env!("CARGO_PKG_VERSION")
-                );
+                let line =
+                    format!("* ID (\"name\" \"{SERVER_NAME}\" \"version\" \"{}\")\r\n", env!("CARGO_PKG_VERSION"));
                 self.io.write_all(line.as_bytes()).await?;
                 Reply::ok("ID completed")
             }
             C::Enable(caps) => self.enable(caps).await?,
             C::Namespace => {
-                self.io
-                    .write_all(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n")
-                    .await?;
+                self.io.write_all(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n").await?;
                 Reply::ok("NAMESPACE completed")
             }
             C::Login { username, password } => login::login(self, username, password).await?,
-            C::Authenticate {
-                mechanism,
-                initial_response,
-            } => login::authenticate(self, tag, &mechanism, initial_response).await?,
-            C::Select { mailbox, params } => {
-                mailbox::select(self, &mailbox, &params, false).await?
+            C::Authenticate { mechanism, initial_response } => {
+                login::authenticate(self, tag, &mechanism, initial_response).await?
             }
-            C::Examine { mailbox, params } => {
-                mailbox::select(self, &mailbox, &params, true).await?
+            C::Select { mailbox, params } => mailbox::select(self, &mailbox, &params, false).await?,
+            C::Examine { mailbox, params } => mailbox::select(self, &mailbox, &params, true).await?,
+            C::Create { mailbox, special_use, params } => {
+                mailbox::create(self, &mailbox, &special_use, &params).await?
             }
-            C::Create {
-                mailbox,
-                special_use,
-                params,
-            } => mailbox::create(self, &mailbox, &special_use, &params).await?,
             C::Delete(mailbox) => mailbox::delete(self, &mailbox).await?,
             C::Rename { from, to, params } => mailbox::rename(self, &from, &to, &params).await?,
             C::Subscribe(mailbox) => mailbox::subscribe(self, &mailbox, true).await?,
@@ -492,12 +451,8 @@ impl Session {
             C::Search(cmd) => search::search(self, tag, cmd).await?,
             C::Fetch(cmd) => fetch::fetch(self, cmd).await?,
             C::Store(cmd) => store_copy::store(self, cmd).await?,
-            C::Copy { uid, set, mailbox } => {
-                store_copy::copy_move(self, uid, &set, &mailbox, false).await?
-            }
-            C::Move { uid, set, mailbox } => {
-                store_copy::copy_move(self, uid, &set, &mailbox, true).await?
-            }
+            C::Copy { uid, set, mailbox } => store_copy::copy_move(self, uid, &set, &mailbox, false).await?,
+            C::Move { uid, set, mailbox } => store_copy::copy_move(self, uid, &set, &mailbox, true).await?,
             C::Sort(cmd) => sort::sort(self, tag, cmd).await?,
             C::Thread(cmd) => sort::thread(self, cmd).await?,
             C::GetQuota(root) => quota::getquota(self, &root).await?,
@@ -553,9 +508,7 @@ impl Session {
             return self.finish(tag, Reply::bad("TLS is already active")).await;
         }
         let Some(acceptor) = self.ctx.tls() else {
-            return self
-                .finish(tag, Reply::no("STARTTLS is not available"))
-                .await;
+            return self.finish(tag, Reply::no("STARTTLS is not available")).await;
         };
         // CVE-2011-0411 class: anything pipelined after STARTTLS was sent in clear text and
         // must not be executed inside the TLS session.
@@ -563,15 +516,10 @@ impl Session {
         if dropped > 0 {
             tracing::warn!(bytes = dropped, "discarded input pipelined after STARTTLS");
         }
-        self.io
-            .write_all(&Reply::ok("Begin TLS negotiation now").render(tag))
-            .await?;
+        self.io.write_all(&Reply::ok("Begin TLS negotiation now").render(tag)).await?;
         self.io.flush().await?;
-        let plain = std::mem::replace(
-            &mut self.io,
-            BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached),
-        )
-        .into_inner();
+        let plain =
+            std::mem::replace(&mut self.io, BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached)).into_inner();
         let Stream::Plain(tcp) = plain else {
             return Err(End::Closed);
         };
@@ -594,8 +542,7 @@ impl Session {
 
     /// Whether LOGIN and AUTHENTICATE are refused (clear text, and not an allowed loopback).
     pub fn login_disabled(&self) -> bool {
-        let loopback_allowed =
-            self.peer.ip().is_loopback() && self.ctx.config().imap.plaintext_auth_on_loopback;
+        let loopback_allowed = self.peer.ip().is_loopback() && self.ctx.config().imap.plaintext_auth_on_loopback;
         !(self.io.get_ref().is_tls() || loopback_allowed)
     }
 
@@ -650,10 +597,7 @@ impl Session {
         if self.user.is_some() && !self.io.get_ref().is_compressed() {
             caps.push("COMPRESS=DEFLATE".into());
         }
-        caps.push(format!(
-            "APPENDLIMIT={}",
-            self.ctx.config().limits.max_message_bytes
-        ));
+        caps.push(format!("APPENDLIMIT={}", self.ctx.config().limits.max_message_bytes));
         caps.join(" ")
     }
 
@@ -682,9 +626,8 @@ impl Session {
         let decoded = if self.utf8 {
             name.as_str().to_string()
         } else {
-            p::utf7::decode(name.as_str()).map_err(|_| {
-                Reply::no("Mailbox name is not valid modified UTF-7").with_code("CANNOT")
-            })?
+            p::utf7::decode(name.as_str())
+                .map_err(|_| Reply::no("Mailbox name is not valid modified UTF-7").with_code("CANNOT"))?
         };
         Ok(super::list::canonical_name(&decoded))
     }
@@ -719,8 +662,7 @@ impl Session {
         let view = match self.store_call("SYNC", false, move |u| u.view(id)).await {
             Ok(v) => v,
             Err(r) if r.code.as_deref() == Some("NONEXISTENT") => {
-                self.bye("Selected mailbox was deleted, have to disconnect")
-                    .await;
+                self.bye("Selected mailbox was deleted, have to disconnect").await;
                 return Err(End::Closed);
             }
             // A transient store error: try again at the next command.

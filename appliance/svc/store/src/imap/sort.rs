@@ -24,12 +24,10 @@ use super::reply::Reply;
 use super::search::{matching, saved_subset};
 use super::session::{End, Session};
 use super::wire;
+use crate::index::{self, Entry};
 use hermes_proto::imap::sortkeys::SortKeys;
 use hermes_proto::imap::thread::{self, ThreadMessage};
-use hermes_proto::imap::{
-    SearchReturn, SortCommand, SortCriterion, SortKey, ThreadAlgorithm, ThreadCommand,
-};
-use crate::index::{self, Entry};
+use hermes_proto::imap::{SearchReturn, SortCommand, SortCriterion, SortKey, ThreadAlgorithm, ThreadCommand};
 use hermes_store::{MailboxId, MessageMeta, StoreError, UserStore};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -88,17 +86,8 @@ impl SortIndex {
     /// Reads and analyses the messages of `uids` not cached yet, on up to
     /// [`MAX_BUILD_THREADS`] threads when there are many. A message expunged meanwhile gets
     /// empty keys (it will not be reported: the caller's list came from the session map).
-    pub fn extend(
-        &mut self,
-        store: &UserStore,
-        mailbox: MailboxId,
-        uids: &[u32],
-    ) -> Result<usize, StoreError> {
-        let missing: Vec<u32> = uids
-            .iter()
-            .copied()
-            .filter(|u| !self.keys.contains_key(u))
-            .collect();
+    pub fn extend(&mut self, store: &UserStore, mailbox: MailboxId, uids: &[u32]) -> Result<usize, StoreError> {
+        let missing: Vec<u32> = uids.iter().copied().filter(|u| !self.keys.contains_key(u)).collect();
         let analyse = |chunk: &[u32]| -> Result<Vec<(u32, SortKeys)>, StoreError> {
             chunk
                 .iter()
@@ -120,16 +109,12 @@ impl SortIndex {
             let per = missing.len().div_ceil(threads);
             let analyse = &analyse;
             std::thread::scope(|scope| {
-                let handles: Vec<_> = missing
-                    .chunks(per)
-                    .map(|chunk| scope.spawn(move || analyse(chunk)))
-                    .collect();
+                let handles: Vec<_> = missing.chunks(per).map(|chunk| scope.spawn(move || analyse(chunk))).collect();
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(StoreError::Io(std::io::Error::other("sort index thread failed")))
-                        })
+                        h.join()
+                            .unwrap_or_else(|_| Err(StoreError::Io(std::io::Error::other("sort index thread failed"))))
                     })
                     .collect()
             })
@@ -164,14 +149,7 @@ pub struct Row<'a> {
 
 impl<'a> Row<'a> {
     pub fn new(msn: u32, uid: u32, internal: i64, size: u64, keys: &'a SortKeys) -> Row<'a> {
-        Row {
-            msn,
-            uid,
-            internal,
-            size,
-            date: keys.sent.unwrap_or(internal),
-            keys,
-        }
+        Row { msn, uid, internal, size, date: keys.sent.unwrap_or(internal), keys }
     }
 }
 
@@ -204,9 +182,9 @@ pub fn sort_rows(rows: &mut [Row<'_>], criteria: &[SortCriterion]) {
         [SortCriterion { reverse, key: SortKey::Date }] => {
             rows.sort_unstable_by(|a, b| dir(a.date.cmp(&b.date), *reverse).then(a.msn.cmp(&b.msn)))
         }
-        [SortCriterion { reverse, key: SortKey::Arrival }] => rows.sort_unstable_by(|a, b| {
-            dir(a.internal.cmp(&b.internal), *reverse).then(a.msn.cmp(&b.msn))
-        }),
+        [SortCriterion { reverse, key: SortKey::Arrival }] => {
+            rows.sort_unstable_by(|a, b| dir(a.internal.cmp(&b.internal), *reverse).then(a.msn.cmp(&b.msn)))
+        }
         _ => rows.sort_unstable_by(|a, b| compare(a, b, criteria)),
     }
 }
@@ -232,12 +210,7 @@ fn targets(s: &Session, found: &[(u32, u32)]) -> (Vec<Target>, Vec<u32>) {
     let t = found
         .iter()
         .filter_map(|&(msn, uid)| {
-            sel.meta(uid).map(|m: &MessageMeta| Target {
-                msn,
-                uid,
-                internal: m.internal_date.unix,
-                size: m.size,
-            })
+            sel.meta(uid).map(|m: &MessageMeta| Target { msn, uid, internal: m.internal_date.unix, size: m.size })
         })
         .collect();
     let live = sel.view().messages.iter().map(|m| m.uid).collect();
@@ -333,14 +306,10 @@ pub(super) async fn sort(s: &mut Session, tag: &str, cmd: SortCommand) -> Result
     let criteria = cmd.criteria.clone();
     let uid_cmd = cmd.uid;
     let sorted = with_index(s, "SORT", targets, live, move |keys, targets| {
-        let mut rows: Vec<Row<'_>> = targets
-            .iter()
-            .map(|t| Row::new(t.msn, t.uid, t.internal, t.size, keys.get(t.uid)))
-            .collect();
+        let mut rows: Vec<Row<'_>> =
+            targets.iter().map(|t| Row::new(t.msn, t.uid, t.internal, t.size, keys.get(t.uid))).collect();
         sort_rows(&mut rows, &criteria);
-        rows.iter()
-            .map(|r| if uid_cmd { r.uid } else { r.msn })
-            .collect::<Vec<u32>>()
+        rows.iter().map(|r| if uid_cmd { r.uid } else { r.msn }).collect::<Vec<u32>>()
     })
     .await;
     let nums = match sorted {
@@ -357,11 +326,7 @@ pub(super) async fn sort(s: &mut Session, tag: &str, cmd: SortCommand) -> Result
             out.extend_from_slice(b"\r\n");
         }
         Some(returns) => {
-            let returns = if returns.is_empty() {
-                vec![SearchReturn::All]
-            } else {
-                returns
-            };
+            let returns = if returns.is_empty() { vec![SearchReturn::All] } else { returns };
             if returns.contains(&SearchReturn::Save) {
                 // In sort order, so MIN/MAX mean first/last (RFC 5267 §3 with RFC 5182).
                 let ordered: Vec<u32> = match s.selected.as_ref() {
@@ -385,11 +350,7 @@ pub(super) async fn sort(s: &mut Session, tag: &str, cmd: SortCommand) -> Result
         }
     }
     s.send(&out).await?;
-    Ok(Reply::ok(if cmd.uid {
-        "UID SORT completed"
-    } else {
-        "SORT completed"
-    }))
+    Ok(Reply::ok(if cmd.uid { "UID SORT completed" } else { "SORT completed" }))
 }
 
 /// `* ESEARCH (TAG "t") [UID] ...` for SORT RETURN (RFC 5267 §3): MIN and MAX are the first and
@@ -494,11 +455,7 @@ pub(super) async fn thread(s: &mut Session, cmd: ThreadCommand) -> Result<Reply,
     match rendered {
         Ok(out) => {
             s.send(&out).await?;
-            Ok(Reply::ok(if cmd.uid {
-                "UID THREAD completed"
-            } else {
-                "THREAD completed"
-            }))
+            Ok(Reply::ok(if cmd.uid { "UID THREAD completed" } else { "THREAD completed" }))
         }
         Err(r) => Ok(r),
     }
@@ -510,22 +467,12 @@ mod tests {
     use super::*;
 
     fn keys(subject: &str, from: &str, sent: Option<i64>) -> SortKeys {
-        SortKeys {
-            subject: subject.into(),
-            from: from.into(),
-            sent,
-            ..SortKeys::default()
-        }
+        SortKeys { subject: subject.into(), from: from.into(), sent, ..SortKeys::default() }
     }
 
     #[test]
     fn sort_by_criteria_with_msn_tie_break() {
-        let k = [
-            keys("B", "x", Some(30)),
-            keys("A", "y", None),
-            keys("B", "x", Some(10)),
-            keys("A", "y", Some(5)),
-        ];
+        let k = [keys("B", "x", Some(30)), keys("A", "y", None), keys("B", "x", Some(10)), keys("A", "y", Some(5))];
         let mut rows: Vec<Row<'_>> = k
             .iter()
             .enumerate()
@@ -554,10 +501,7 @@ mod tests {
             &[5, 6, 7, 3, 9, 8],
             &[SearchReturn::Min, SearchReturn::Max, SearchReturn::Count, SearchReturn::All],
         );
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "* ESEARCH (TAG \"A1\") UID MIN 5 MAX 8 COUNT 6 ALL 5:7,3,9,8\r\n"
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "* ESEARCH (TAG \"A1\") UID MIN 5 MAX 8 COUNT 6 ALL 5:7,3,9,8\r\n");
         let mut out = Vec::new();
         esort_line(&mut out, "A2", false, &[], &[SearchReturn::Min, SearchReturn::Count]);
         assert_eq!(String::from_utf8(out).unwrap(), "* ESEARCH (TAG \"A2\") COUNT 0\r\n");

@@ -46,11 +46,7 @@ pub(super) async fn store(s: &mut Session, cmd: StoreCommand) -> Result<Reply, E
         Ok(t) => t,
         Err(e) => return Ok(invalid_msn(e)),
     };
-    let live: Vec<(u32, u32)> = targets
-        .iter()
-        .copied()
-        .filter(|&(_, uid)| sel.meta(uid).is_some())
-        .collect();
+    let live: Vec<(u32, u32)> = targets.iter().copied().filter(|&(_, uid)| sel.meta(uid).is_some()).collect();
     if live.is_empty() {
         return Ok(Reply::ok("STORE completed"));
     }
@@ -63,20 +59,13 @@ pub(super) async fn store(s: &mut Session, cmd: StoreCommand) -> Result<Reply, E
     let flags = store_flags(&cmd.flags);
     let id = sel.id;
     let unchanged_since = cmd.unchanged_since;
-    let update = match s
-        .store_call("STORE", false, move |u| {
-            u.store_flags(id, &uids, op, &flags, unchanged_since)
-        })
-        .await
-    {
-        Ok(u) => u,
-        Err(r) => return Ok(r),
-    };
-    let changed: HashMap<u32, (Vec<String>, u64)> = update
-        .changed
-        .into_iter()
-        .map(|(uid, flags, modseq)| (uid, (flags, modseq)))
-        .collect();
+    let update =
+        match s.store_call("STORE", false, move |u| u.store_flags(id, &uids, op, &flags, unchanged_since)).await {
+            Ok(u) => u,
+            Err(r) => return Ok(r),
+        };
+    let changed: HashMap<u32, (Vec<String>, u64)> =
+        update.changed.into_iter().map(|(uid, flags, modseq)| (uid, (flags, modseq))).collect();
     let mut out = Vec::new();
     if let Some(sel) = s.selected.as_mut() {
         for (uid, (_, modseq)) in &changed {
@@ -125,8 +114,7 @@ pub(super) async fn store(s: &mut Session, cmd: StoreCommand) -> Result<Reply, E
         }
         modified.sort_unstable();
         let set = p::response::sequence_set(modified);
-        return Ok(Reply::ok("Conditional STORE failed for some messages")
-            .with_code(format!("MODIFIED {set}")));
+        return Ok(Reply::ok("Conditional STORE failed for some messages").with_code(format!("MODIFIED {set}")));
     }
     Ok(Reply::ok("STORE completed"))
 }
@@ -155,20 +143,14 @@ pub(super) async fn copy_move(
         Err(e) => return Ok(invalid_msn(e)),
     };
     let ghosts = targets.iter().any(|&(_, u)| sel.meta(u).is_none());
-    let uids: Vec<u32> = targets
-        .iter()
-        .map(|&(_, u)| u)
-        .filter(|&u| sel.meta(u).is_some())
-        .collect();
+    let uids: Vec<u32> = targets.iter().map(|&(_, u)| u).filter(|&u| sel.meta(u).is_some()).collect();
     let dest_name = match s.mailbox_name(dest) {
         Ok(n) => n,
         Err(r) => return Ok(r),
     };
     if ghosts {
         // RFC 9051 §6.4.7: the copy must be all or nothing.
-        return Ok(
-            Reply::no("Some of the requested messages no longer exist").with_code("EXPUNGEISSUED")
-        );
+        return Ok(Reply::no("Some of the requested messages no longer exist").with_code("EXPUNGEISSUED"));
     }
     let from = sel.id;
     let result = s
@@ -177,12 +159,7 @@ pub(super) async fn copy_move(
             if uids.is_empty() {
                 return Ok(None);
             }
-            if is_move {
-                u.move_messages(from, &uids, to.id)
-            } else {
-                u.copy(from, &uids, to.id)
-            }
-            .map(Some)
+            if is_move { u.move_messages(from, &uids, to.id) } else { u.copy(from, &uids, to.id) }.map(Some)
         })
         .await;
     let result = match result {
@@ -196,8 +173,7 @@ pub(super) async fn copy_move(
     });
     if is_move {
         if let Some(code) = code {
-            s.send(format!("* OK [{code}] Moved\r\n").as_bytes())
-                .await?;
+            s.send(format!("* OK [{code}] Moved\r\n").as_bytes()).await?;
         }
         return Ok(Reply::ok("MOVE completed"));
     }
@@ -225,10 +201,7 @@ pub(super) async fn expunge(s: &mut Session, uid_set: Option<&SequenceSet>) -> R
         return Ok(Reply::ok("EXPUNGE completed"));
     }
     let id = sel.id;
-    match s
-        .store_call("EXPUNGE", false, move |u| u.expunge(id, uids.as_deref()))
-        .await
-    {
+    match s.store_call("EXPUNGE", false, move |u| u.expunge(id, uids.as_deref())).await {
         Ok(gone) => {
             tracing::debug!(expunged = gone.len(), "expunged");
             Ok(Reply::ok("EXPUNGE completed"))
@@ -245,10 +218,7 @@ pub(super) async fn close(s: &mut Session) -> Result<Reply, End> {
         return Ok(Reply::ok("CLOSE completed"));
     }
     let id = sel.id;
-    match s
-        .store_call("CLOSE", false, move |u| u.expunge(id, None))
-        .await
-    {
+    match s.store_call("CLOSE", false, move |u| u.expunge(id, None)).await {
         Ok(_) => Ok(Reply::ok("CLOSE completed")),
         // The mailbox is closed either way (RFC 9051 §6.4.1); a vanished mailbox is no error.
         Err(r) if r.code.as_deref() == Some("NONEXISTENT") => Ok(Reply::ok("CLOSE completed")),

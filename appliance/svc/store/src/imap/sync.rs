@@ -107,17 +107,12 @@ impl Selected {
     /// The message's metadata, or `None` for a ghost (expunged, not yet reported).
     pub fn meta(&self, uid: u32) -> Option<&MessageMeta> {
         let msgs = &self.view.messages;
-        msgs.binary_search_by_key(&uid, |m| m.uid)
-            .ok()
-            .and_then(|i| msgs.get(i))
+        msgs.binary_search_by_key(&uid, |m| m.uid).ok().and_then(|i| msgs.get(i))
     }
 
     /// The MSN of a UID the client knows.
     pub fn msn_of(&self, uid: u32) -> Option<u32> {
-        self.uids
-            .binary_search(&uid)
-            .ok()
-            .and_then(|i| u32::try_from(i + 1).ok())
+        self.uids.binary_search(&uid).ok().and_then(|i| u32::try_from(i + 1).ok())
     }
 
     /// The keywords of the last `FLAGS` response, for FLAGS and PERMANENTFLAGS at SELECT.
@@ -184,20 +179,13 @@ impl Selected {
 
     /// Whether MSN `msn` (1-based) / UID `uid` is in `set`, for SEARCH's sequence-set and UID keys.
     pub fn set_contains(&self, set: &SequenceSet, uid_mode: bool, n: u32) -> bool {
-        let largest = if uid_mode {
-            self.uids.last().copied().unwrap_or(0)
-        } else {
-            self.exists()
-        };
+        let largest = if uid_mode { self.uids.last().copied().unwrap_or(0) } else { self.exists() };
         set.contains(n, largest, &self.saved_ranges(uid_mode))
     }
 
     fn saved_ranges(&self, uid: bool) -> Vec<(u32, u32)> {
-        let nums: Vec<u32> = if uid {
-            self.saved.clone()
-        } else {
-            self.saved.iter().filter_map(|&u| self.msn_of(u)).collect()
-        };
+        let nums: Vec<u32> =
+            if uid { self.saved.clone() } else { self.saved.iter().filter_map(|&u| self.msn_of(u)).collect() };
         let mut ranges: Vec<(u32, u32)> = Vec::new();
         for n in nums {
             match ranges.last_mut() {
@@ -242,12 +230,7 @@ impl Selected {
             }
             if gone {
                 if self.qresync {
-                    let vanished = self
-                        .uids
-                        .iter()
-                        .zip(&keep)
-                        .filter(|(_, k)| !**k)
-                        .map(|(u, _)| *u);
+                    let vanished = self.uids.iter().zip(&keep).filter(|(_, k)| !**k).map(|(u, _)| *u);
                     let set = hermes_proto::imap::response::sequence_set(vanished);
                     let _ = writeln_crlf(out, format_args!("* VANISHED {set}"));
                 }
@@ -265,8 +248,7 @@ impl Selected {
                     idx += 1;
                     k
                 });
-                self.saved
-                    .retain(|u| msgs.binary_search_by_key(u, |m| m.uid).is_ok());
+                self.saved.retain(|u| msgs.binary_search_by_key(u, |m| m.uid).is_ok());
             }
         }
 
@@ -291,10 +273,7 @@ impl Selected {
             let _ = writeln_crlf(out, format_args!("* FLAGS {list}"));
             let _ = writeln_crlf(
                 out,
-                format_args!(
-                    "* OK [PERMANENTFLAGS {}] Flags permitted",
-                    permanent_flags(&list, self.read_only)
-                ),
+                format_args!("* OK [PERMANENTFLAGS {}] Flags permitted", permanent_flags(&list, self.read_only)),
             );
         }
 
@@ -312,12 +291,7 @@ impl Selected {
                 continue;
             }
             if let Some(msn) = self.msn_of(m.uid) {
-                let _ = write!(
-                    out,
-                    "* {msn} FETCH (UID {} FLAGS ({})",
-                    m.uid,
-                    m.flags.join(" ")
-                );
+                let _ = write!(out, "* {msn} FETCH (UID {} FLAGS ({})", m.uid, m.flags.join(" "));
                 if self.condstore {
                     let _ = write!(out, " MODSEQ ({})", m.modseq);
                 }
@@ -340,12 +314,7 @@ pub fn permanent_flags(flags_list: &str, read_only: bool) -> String {
 }
 
 fn max_modseq(view: &MailboxView) -> u64 {
-    view.messages
-        .iter()
-        .map(|m| m.modseq)
-        .max()
-        .unwrap_or(0)
-        .max(view.highest_modseq)
+    view.messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(view.highest_modseq)
 }
 
 fn keywords_of<'a>(msgs: impl Iterator<Item = &'a MessageMeta>) -> BTreeSet<String> {
@@ -378,10 +347,7 @@ mod tests {
             uid,
             modseq,
             flags: flags.iter().map(|s| s.to_string()).collect(),
-            internal_date: InternalDate {
-                unix: 0,
-                offset_minutes: 0,
-            },
+            internal_date: InternalDate { unix: 0, offset_minutes: 0 },
             size: 10,
         }
     }
@@ -410,10 +376,7 @@ mod tests {
                     match b {
                         None => SeqItem::Single(a),
                         Some(0) => SeqItem::Range(a, hermes_proto::imap::SeqNum::Largest),
-                        Some(b) => SeqItem::Range(
-                            a,
-                            hermes_proto::imap::SeqNum::Value(NonZeroU32::new(b).unwrap()),
-                        ),
+                        Some(b) => SeqItem::Range(a, hermes_proto::imap::SeqNum::Value(NonZeroU32::new(b).unwrap())),
                     }
                 })
                 .collect(),
@@ -424,47 +387,17 @@ mod tests {
     fn new_messages_then_flag_changes() {
         let mut s = Selected::open(view(vec![meta(1, 1, &[]), meta(2, 2, &[])], 2, 3), false);
         let mut out = Vec::new();
-        s.sync(
-            view(
-                vec![meta(1, 4, &["\\Seen"]), meta(2, 2, &[]), meta(3, 3, &[])],
-                4,
-                4,
-            ),
-            true,
-            &mut out,
-        );
-        assert_eq!(
-            text(&out),
-            "* 3 EXISTS\r\n* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n"
-        );
+        s.sync(view(vec![meta(1, 4, &["\\Seen"]), meta(2, 2, &[]), meta(3, 3, &[])], 4, 4), true, &mut out);
+        assert_eq!(text(&out), "* 3 EXISTS\r\n* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n");
         let mut out = Vec::new();
-        s.sync(
-            view(
-                vec![meta(1, 4, &["\\Seen"]), meta(2, 2, &[]), meta(3, 3, &[])],
-                4,
-                4,
-            ),
-            true,
-            &mut out,
-        );
+        s.sync(view(vec![meta(1, 4, &["\\Seen"]), meta(2, 2, &[]), meta(3, 3, &[])], 4, 4), true, &mut out);
         assert!(out.is_empty());
     }
 
     #[test]
     fn expunges_highest_first_and_deferred_when_not_allowed() {
-        let mut s = Selected::open(
-            view(
-                vec![
-                    meta(1, 1, &[]),
-                    meta(2, 1, &[]),
-                    meta(3, 1, &[]),
-                    meta(4, 1, &[]),
-                ],
-                1,
-                5,
-            ),
-            false,
-        );
+        let mut s =
+            Selected::open(view(vec![meta(1, 1, &[]), meta(2, 1, &[]), meta(3, 1, &[]), meta(4, 1, &[])], 1, 5), false);
         let after = view(vec![meta(1, 1, &[]), meta(3, 1, &[])], 2, 5);
         let mut out = Vec::new();
         s.sync(after.clone(), false, &mut out);
@@ -493,69 +426,32 @@ mod tests {
         let mut out = Vec::new();
         s.sync(view(vec![meta(1, 2, &["$Junk"])], 2, 2), true, &mut out);
         let t = text(&out);
-        assert!(
-            t.starts_with("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)\r\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains(
-                "[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk \\*)]"
-            ),
-            "{t}"
-        );
+        assert!(t.starts_with("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)\r\n"), "{t}");
+        assert!(t.contains("[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk \\*)]"), "{t}");
         assert!(t.ends_with("* 1 FETCH (UID 1 FLAGS ($Junk))\r\n"), "{t}");
     }
 
     #[test]
     fn qresync_reports_vanished_and_condstore_modseq() {
-        let mut s = Selected::open(
-            view(
-                vec![meta(1, 1, &[]), meta(2, 1, &[]), meta(3, 1, &[]), meta(5, 1, &[])],
-                1,
-                6,
-            ),
-            false,
-        );
+        let mut s =
+            Selected::open(view(vec![meta(1, 1, &[]), meta(2, 1, &[]), meta(3, 1, &[]), meta(5, 1, &[])], 1, 6), false);
         s.qresync = true;
         s.condstore = true;
         let mut out = Vec::new();
-        s.sync(
-            view(vec![meta(1, 3, &["\\Seen"]), meta(5, 1, &[])], 3, 6),
-            true,
-            &mut out,
-        );
-        assert_eq!(
-            text(&out),
-            "* VANISHED 2:3\r\n* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (3))\r\n"
-        );
+        s.sync(view(vec![meta(1, 3, &["\\Seen"]), meta(5, 1, &[])], 3, 6), true, &mut out);
+        assert_eq!(text(&out), "* VANISHED 2:3\r\n* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (3))\r\n");
         assert_eq!(s.uids(), &[1, 5]);
         assert_eq!(s.highest_modseq(), 3);
     }
 
     #[test]
     fn resolve_msn_and_uid_sets() {
-        let s = Selected::open(
-            view(
-                vec![meta(3, 1, &[]), meta(7, 1, &[]), meta(9, 1, &[])],
-                1,
-                10,
-            ),
-            false,
-        );
-        assert_eq!(
-            s.resolve(&set(&[(2, Some(0))]), false).unwrap(),
-            vec![(2, 7), (3, 9)]
-        );
+        let s = Selected::open(view(vec![meta(3, 1, &[]), meta(7, 1, &[]), meta(9, 1, &[])], 1, 10), false);
+        assert_eq!(s.resolve(&set(&[(2, Some(0))]), false).unwrap(), vec![(2, 7), (3, 9)]);
         assert_eq!(s.resolve(&set(&[(4, None)]), false), Err(InvalidMsn));
-        assert_eq!(
-            s.resolve(&set(&[(1, Some(8))]), true).unwrap(),
-            vec![(1, 3), (2, 7)]
-        );
+        assert_eq!(s.resolve(&set(&[(1, Some(8))]), true).unwrap(), vec![(1, 3), (2, 7)]);
         // `UID 20:*` on a mailbox whose largest UID is 9 is `9:20`: the last message.
-        assert_eq!(
-            s.resolve(&set(&[(20, Some(0))]), true).unwrap(),
-            vec![(3, 9)]
-        );
+        assert_eq!(s.resolve(&set(&[(20, Some(0))]), true).unwrap(), vec![(3, 9)]);
         assert!(s.resolve(&set(&[(100, None)]), true).unwrap().is_empty());
     }
 }

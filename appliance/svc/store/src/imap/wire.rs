@@ -15,8 +15,7 @@ const MAX_QUOTED: usize = 1024;
 
 fn quotable(s: &[u8], utf8: bool) -> bool {
     s.len() <= MAX_QUOTED
-        && s.iter()
-            .all(|&b| b != b'\r' && b != b'\n' && b != 0 && (b < 0x80 || utf8))
+        && s.iter().all(|&b| b != b'\r' && b != b'\n' && b != 0 && (b < 0x80 || utf8))
         && (!utf8 || std::str::from_utf8(s).is_ok())
 }
 
@@ -54,9 +53,7 @@ pub fn flag_list(out: &mut Vec<u8>, flags: &[String]) {
     out.push(b')');
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// (year, month 1-12, day) for days since 1970-01-01 (Howard Hinnant's civil_from_days).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -79,10 +76,7 @@ pub fn internal_date(d: InternalDate) -> String {
     let days = local.div_euclid(86_400);
     let secs = local.rem_euclid(86_400);
     let (y, m, day) = civil_from_days(days);
-    let month = MONTHS
-        .get((m as usize).saturating_sub(1))
-        .copied()
-        .unwrap_or("Jan");
+    let month = MONTHS.get((m as usize).saturating_sub(1)).copied().unwrap_or("Jan");
     let sign = if offset < 0 { '-' } else { '+' };
     let off = offset.abs();
     format!(
@@ -102,9 +96,7 @@ pub fn internal_date(d: InternalDate) -> String {
 /// Days since 1970-01-01 of the message's internal date in its own zone (SEARCH BEFORE/ON/SINCE
 /// compare dates "disregarding time and timezone", i.e. the date as the server recorded it).
 pub fn internal_day(d: InternalDate) -> i64 {
-    d.unix
-        .saturating_add(i64::from(d.offset_minutes) * 60)
-        .div_euclid(86_400)
+    d.unix.saturating_add(i64::from(d.offset_minutes) * 60).div_euclid(86_400)
 }
 
 /// A mailbox name for the client: modified UTF-7 for IMAP4rev1 sessions, UTF-8 otherwise.
@@ -130,10 +122,7 @@ mod tests {
 
     #[test]
     fn strings_quote_or_literal() {
-        assert_eq!(
-            s(|o| string(o, b"a \"b\" \\", false)),
-            "\"a \\\"b\\\" \\\\\""
-        );
+        assert_eq!(s(|o| string(o, b"a \"b\" \\", false)), "\"a \\\"b\\\" \\\\\"");
         assert_eq!(s(|o| string(o, b"a\r\nb", false)), "{4}\r\na\r\nb");
         assert_eq!(s(|o| string(o, "é".as_bytes(), false)), "{2}\r\né");
         assert_eq!(s(|o| string(o, "é".as_bytes(), true)), "\"é\"");
@@ -142,24 +131,12 @@ mod tests {
     #[test]
     fn internal_dates() {
         assert_eq!(
-            internal_date(InternalDate {
-                unix: 837_596_665,
-                offset_minutes: -420
-            }),
+            internal_date(InternalDate { unix: 837_596_665, offset_minutes: -420 }),
             "\"17-Jul-1996 02:44:25 -0700\""
         );
+        assert_eq!(internal_date(InternalDate { unix: 0, offset_minutes: 0 }), "\" 1-Jan-1970 00:00:00 +0000\"");
         assert_eq!(
-            internal_date(InternalDate {
-                unix: 0,
-                offset_minutes: 0
-            }),
-            "\" 1-Jan-1970 00:00:00 +0000\""
-        );
-        assert_eq!(
-            internal_date(InternalDate {
-                unix: 1_700_000_000,
-                offset_minutes: 330
-            }),
+            internal_date(InternalDate { unix: 1_700_000_000, offset_minutes: 330 }),
             "\"15-Nov-2023 03:43:20 +0530\""
         );
     }

@@ -189,7 +189,8 @@ async fn attempt(s: &mut Session, login: String, password: Secret<String>) -> Re
     let maildrop = Maildrop::from_view(&view);
     let (count, octets) = maildrop.stat();
     tracing::info!(user = authenticated.address(), messages = count, octets, "logged in");
-    s.state = State::Transaction(Box::new(Transaction { auth: authenticated, store: user_store, maildrop, _slot: slot }));
+    s.state =
+        State::Transaction(Box::new(Transaction { auth: authenticated, store: user_store, maildrop, _slot: slot }));
     s.reply(&Response::ok(format!("Logged in: {count} messages ({octets} octets)"))).await?;
     Ok(true)
 }

@@ -71,7 +71,9 @@ pub(super) struct Transaction {
 
 pub(super) enum State {
     /// Not logged in; `user` is the name a USER command gave, waiting for PASS.
-    Authorization { user: Option<String> },
+    Authorization {
+        user: Option<String>,
+    },
     Transaction(Box<Transaction>),
 }
 
@@ -248,7 +250,12 @@ impl Session {
                 self.reply(&Response::ok("")).await?;
                 true
             }
-            Command::User(_) | Command::Pass(_) | Command::Apop { .. } | Command::Auth { .. } | Command::Stls | Command::Utf8
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop { .. }
+            | Command::Auth { .. }
+            | Command::Stls
+            | Command::Utf8
                 if logged_in =>
             {
                 return self.error(Response::err("Already logged in")).await;
@@ -303,7 +310,8 @@ impl Session {
         }
         self.reply(&Response::ok("Begin TLS negotiation now")).await?;
         self.io.flush().await?;
-        let plain = std::mem::replace(&mut self.io, BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached)).into_inner();
+        let plain =
+            std::mem::replace(&mut self.io, BufWriter::with_capacity(WRITE_BUFFER, Stream::Detached)).into_inner();
         let Stream::Plain(tcp) = plain else {
             return Err(End::Closed);
         };

@@ -155,7 +155,12 @@ pub(super) async fn quit(s: &mut Session) -> Result<(), End> {
         match result {
             Ok(Ok(gone)) => {
                 // Fewer than marked: IMAP expunged some first; they are gone either way.
-                tracing::info!(user = t.auth.address(), marked = wanted, expunged = gone.len(), "POP3 deletions applied");
+                tracing::info!(
+                    user = t.auth.address(),
+                    marked = wanted,
+                    expunged = gone.len(),
+                    "POP3 deletions applied"
+                );
                 Response::ok(format!("Logging out, {wanted} messages deleted"))
             }
             Ok(Err(e)) => {

@@ -173,8 +173,7 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
 /// Script path → (file stamp, compiled script).
 type ScriptCache = HashMap<PathBuf, (Stamp, Arc<sieve::Sieve>)>;
 
-static CACHE: LazyLock<Mutex<ScriptCache>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static CACHE: LazyLock<Mutex<ScriptCache>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn cache_get(path: &Path, stamp: Stamp) -> Option<Arc<sieve::Sieve>> {
     let map = CACHE.lock().unwrap_or_else(|e| e.into_inner());
