@@ -59,7 +59,7 @@ summary+=("cargo test: $passed passed, $cfailed failed")
 # --- 5. fuzz smoke runs ---------------------------------------------------------------------------
 step "fuzz smoke runs (${FUZZ_SECONDS}s per target)"
 fuzz_dirs=()
-for d in appliance/*/fuzz appliance/*/*/fuzz; do
+for d in appliance/*/fuzz appliance/*/*/fuzz hw/fuzz; do
   [ -f "$d/Cargo.toml" ] && fuzz_dirs+=("$d")
 done
 if [ ${#fuzz_dirs[@]} -eq 0 ]; then
