@@ -102,11 +102,12 @@ def test_setup_domain_account_usage_quota_in_chromium(hermes_factory, browser):
     assert "1 messages" in d.page_source
     assert d.find_element(By.CSS_SELECTOR, "svg.bar").get_attribute("role") == "img"
 
-    fill(d, {"quota": "500M"}, "Set quota")
-    assert "Quota set to 500M." in d.page_source
+    fill(d, {"quota": "500M", "messages": "20000"}, "Set quota")
+    assert "Quota set to 500M, message limit 20000." in d.page_source
     shot(d, "05-quota-changed")
     listed = json.loads(server.cli("account", "list", "--json").stdout)
-    assert [a["quota_bytes"] for a in listed if a["address"] == "walt@browser.example"] == [500 << 20]
+    walt = [a for a in listed if a["address"] == "walt@browser.example"]
+    assert [(a["quota_bytes"], a["quota_messages"]) for a in walt] == [(500 << 20, 20000)], walt
 
     # The dashboard counts moved: directory counts, and a message through SMTP in the rates.
     d.get(base + "/")
