@@ -108,3 +108,25 @@ fn every_service_in_the_manifest_is_one_hermes_can_serve() {
         assert!(crate_dir.exists(), "{} has no crate at {}", s.name, crate_dir.display());
     }
 }
+
+#[test]
+fn only_the_admin_ui_and_hw_run_on_ram_data_and_never_store_or_router() {
+    // Mail acknowledged on a RAM-backed /data would be lost at the next boot (issue 6 point 1).
+    let m = manifest();
+    let on_ram: Vec<&str> = m.services.iter().filter(|s| s.on_ram_data).map(|s| s.name.as_str()).collect();
+    assert_eq!(on_ram, ["admin", "hw"]);
+    for name in ["store", "router"] {
+        assert!(m.service(name).is_some(), "{name} is in the manifest");
+        assert!(!m.runs(name, true), "{name} runs on RAM data");
+        assert!(m.runs(name, false), "{name} runs on disks");
+    }
+    // The rule is in the privilege check too, so a future manifest cannot turn it on.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifest.toml")).unwrap_or_default();
+    let bad = text.replace("writes = [\"store\"]", "writes = [\"store\"]\non_ram_data = true");
+    assert_ne!(bad, text);
+    let violations = match Manifest::parse(&bad) {
+        Ok(m) => m.check_privileges(),
+        Err(e) => panic!("{e}"),
+    };
+    assert!(violations.iter().any(|v| v.path.contains("(store).on_ram_data")), "{violations:?}");
+}

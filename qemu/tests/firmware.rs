@@ -8,10 +8,14 @@
 //!    cut): the box boots again (the old slot, or the new one if the cut came after its rename);
 //!    then the install again: `hermes firmware install /dev/vdX` writes the new slot and reboots
 //!    into it; the new slot runs and is marked good;
-//! 3. handed a newer bundle whose UKI's command line carries `hermes.test_fail=store` (init then
-//!    never starts the store, as if it crashed at every start): each boot of it fails its trial
-//!    and reboots, systemd-boot counts the three tries down, and the box comes back on the
+//! 3. handed a newer bundle whose UKI's command line carries `hermes.test_fail=admin` (init then
+//!    never starts the admin UI, as if it crashed at every start): each boot of it fails its
+//!    trial and reboots, systemd-boot counts the three tries down, and the box comes back on the
 //!    previous slot by itself, which `firmware status` shows running with the failed one `bad`.
+//!
+//! The box has no data disks: `/data` is RAM and only the admin UI and hw run (the store and
+//! the router are not started there, so they take no part in the trial): the trial and
+//! `hermes: ready` count the admin UI, which is why the failing bundle breaks that one.
 //!
 //! The bundles are built here from the last `cargo xtask image` (its kernel, initramfs and
 //! command line in `target/image`, systemd's stub in `target/image-cache`) and signed with the
@@ -35,7 +39,7 @@ use std::time::Duration;
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 /// The trial's grace period (30 s) plus slack.
 const MARK_GOOD_TIMEOUT: Duration = Duration::from_secs(150);
-/// A failing trial reboots when the store reaches its start limit (~31 s of backoff) or at the
+/// A failing trial reboots when the admin UI reaches its start limit (~31 s of backoff) or at the
 /// 120 s deadline; plus the boot.
 const FAILED_TRIAL_TIMEOUT: Duration = Duration::from_secs(420);
 
@@ -163,8 +167,8 @@ fn update_marks_good_and_a_failing_update_rolls_back() {
     let (base, _) = build_info();
     let good = format!("{base}.1");
     let failing = format!("{base}.2");
-    // /dev/vdb: a good newer bundle; /dev/vdc: a corrupt one; /dev/vdd: a newer one whose store
-    // never starts.
+    // /dev/vdb: a good newer bundle; /dev/vdc: a corrupt one; /dev/vdd: a newer one whose admin
+    // UI never starts (the one required service that runs on this disk-less box's RAM /data).
     let good_disk = dir.join("good.bundle");
     let corrupt_disk = dir.join("corrupt.bundle");
     let failing_disk = dir.join("failing.bundle");
@@ -173,7 +177,7 @@ fn update_marks_good_and_a_failing_update_rolls_back() {
     let at = corrupt.len() / 2;
     corrupt[at] ^= 0x55;
     std::fs::write(&corrupt_disk, corrupt).unwrap();
-    make_bundle(&failing, "hermes.test_fail=store", &failing_disk);
+    make_bundle(&failing, "hermes.test_fail=admin", &failing_disk);
     let mut bx = Boxed {
         dir: dir.clone(),
         disk: dir.join("box.img"),
@@ -242,7 +246,7 @@ fn update_marks_good_and_a_failing_update_rolls_back() {
     assert!(slot(&slots, &good).contains("good") && slot(&slots, &good).contains('*'), "{slots:?}");
     assert!(slot(&slots, &base).contains("good"), "the old slot stays as the fallback: {slots:?}");
 
-    // 3. A bundle whose store never starts: three failed tries, then the old slot by itself.
+    // 3. A bundle whose admin UI never starts: three failed tries, then the old slot by itself.
     m.console("hermes firmware install /dev/vdd", &[], Duration::from_secs(300)).unwrap();
     m.wait_for_line("hermes: rebooting", Duration::from_secs(120)).unwrap();
     assert!(m.wait_exit(Duration::from_secs(60)).unwrap(), "QEMU did not end at the reboot");
@@ -253,7 +257,7 @@ fn update_marks_good_and_a_failing_update_rolls_back() {
         let line =
             m.wait_for_line(&format!("hermes: firmware: slot {failing} on trial:"), FAILED_TRIAL_TIMEOUT).unwrap();
         eprintln!("failing slot, try {attempt}: {line} ({:.1} s after QEMU started)", m.uptime().as_secs_f64());
-        assert!(line.contains("store failed") || line.contains("not all healthy"), "{line}");
+        assert!(line.contains("admin failed") || line.contains("not all healthy"), "{line}");
         assert!(m.wait_exit(Duration::from_secs(120)).unwrap(), "QEMU did not end at the reboot");
     }
     let mut m = bx.boot();

@@ -168,9 +168,14 @@ pub struct ServiceSpec {
     pub writes: Vec<DataPath>,
     /// Data paths it may read (through a per-path group).
     pub reads: Vec<DataPath>,
-    /// Whether `hermes: ready` waits for it. A box without disks runs only what it can.
+    /// Whether `hermes: ready` waits for it (among the services the box's state runs).
     #[serde(default = "default_true")]
     pub required: bool,
+    /// Whether it runs while `/data` is RAM (a box whose disks are not provisioned): what it
+    /// writes there is lost at the next boot, so only services that acknowledge no mail may
+    /// (the admin UI and the disk service, so the admin can provision). Default `false`.
+    #[serde(default)]
+    pub on_ram_data: bool,
 }
 
 fn default_true() -> bool {
@@ -390,7 +395,11 @@ impl Manifest {
                 }
                 for c in &sock.clients {
                     if !names.contains(c.as_str()) {
-                        err(&mut errors, format!("{}[{j}].clients", at("sockets")), format!("`{c}` is not a declared service"));
+                        err(
+                            &mut errors,
+                            format!("{}[{j}].clients", at("sockets")),
+                            format!("`{c}` is not a declared service"),
+                        );
                     }
                 }
             }
@@ -402,7 +411,11 @@ impl Manifest {
                 if let Some(other) = owners.insert(p.port, &s.name)
                     && other != s.name
                 {
-                    err(&mut errors, format!("service ({}).ports", s.name), format!("port {} also bound by {other}", p.port));
+                    err(
+                        &mut errors,
+                        format!("service ({}).ports", s.name),
+                        format!("port {} also bound by {other}", p.port),
+                    );
                 }
             }
         }
@@ -433,6 +446,12 @@ impl Manifest {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// Whether service `name` runs in this state of `/data`: every declared service on disks,
+    /// only those with `on_ram_data` on RAM.
+    pub fn runs(&self, name: &str, ram_data: bool) -> bool {
+        self.service(name).is_some_and(|s| !ram_data || s.on_ram_data)
+    }
+
     /// The privilege rules of `docs/SECURITY.md` ("Privilege (appliance)"), as code:
     /// 1. each service runs as its own non-root user (structural, [`Manifest::validate`]);
     /// 2. no capabilities beyond binding its ports: `net_bind_service` only when it binds a
@@ -443,7 +462,10 @@ impl Manifest {
     ///    `writes` do not overlap, and secrets in `directory` are read, not written, except by
     ///    `admin`);
     /// 4. services talk over unix sockets: every socket names its clients, and no socket is
-    ///    open to everyone.
+    ///    open to everyone;
+    /// 5. acknowledged mail survives power loss: the store and the router, and any service
+    ///    writing the `store` or the `queue`, never run on a RAM-backed `/data`
+    ///    (`on_ram_data`).
     ///
     /// Returns every violation.
     pub fn check_privileges(&self) -> Vec<ManifestError> {
@@ -457,9 +479,11 @@ impl Manifest {
                     Capability::NetBindService if !low_port => {
                         err(&mut errors, at("capabilities"), "net_bind_service without a port below 1024")
                     }
-                    Capability::SysRawio | Capability::SysAdmin | Capability::DacOverride if s.name != "hw" => {
-                        err(&mut errors, at("capabilities"), format!("{} is for the disk health service (hw) only", c.name()))
-                    }
+                    Capability::SysRawio | Capability::SysAdmin | Capability::DacOverride if s.name != "hw" => err(
+                        &mut errors,
+                        at("capabilities"),
+                        format!("{} is for the disk health service (hw) only", c.name()),
+                    ),
                     _ => {}
                 }
             }
@@ -470,6 +494,16 @@ impl Manifest {
             if caps.len() != s.capabilities.len() {
                 err(&mut errors, at("capabilities"), "repeated capability");
             }
+            if s.on_ram_data
+                && (matches!(s.name.as_str(), "store" | "router")
+                    || s.writes.iter().any(|w| matches!(w, DataPath::Store | DataPath::Queue)))
+            {
+                err(
+                    &mut errors,
+                    at("on_ram_data"),
+                    "takes mail: it never runs on a RAM-backed /data (acknowledged mail would be lost at the next boot)",
+                );
+            }
             for w in &s.writes {
                 writers.entry(*w).or_default().push(&s.name);
                 if s.reads.contains(w) {
@@ -479,7 +513,11 @@ impl Manifest {
         }
         for (path, who) in &writers {
             if who.len() > 1 {
-                err(&mut errors, format!("writes.{}", path.dir_name()), format!("written by several services: {}", who.join(", ")));
+                err(
+                    &mut errors,
+                    format!("writes.{}", path.dir_name()),
+                    format!("written by several services: {}", who.join(", ")),
+                );
             }
             let expected = match path {
                 DataPath::Store => Some("store"),
@@ -492,14 +530,22 @@ impl Manifest {
             for w in who {
                 if expected != Some(*w) {
                     let allowed = expected.map_or_else(|| "only init".to_string(), |e| format!("only {e}"));
-                    err(&mut errors, format!("writes.{}", path.dir_name()), format!("{w} may not write it ({allowed} does)"));
+                    err(
+                        &mut errors,
+                        format!("writes.{}", path.dir_name()),
+                        format!("{w} may not write it ({allowed} does)"),
+                    );
                 }
             }
         }
         for s in &self.services {
             for sock in &s.sockets {
                 if sock.clients.contains(&s.name) {
-                    err(&mut errors, format!("service ({}).sockets", s.name), format!("{} lists itself as a client", sock.path));
+                    err(
+                        &mut errors,
+                        format!("service ({}).sockets", s.name),
+                        format!("{} lists itself as a client", sock.path),
+                    );
                 }
             }
         }
@@ -523,11 +569,8 @@ impl Manifest {
         }
         for s in &self.services {
             for sock in &s.sockets {
-                let members: Vec<String> = sock
-                    .clients
-                    .iter()
-                    .filter_map(|c| self.service(c).map(|svc| svc.user.clone()))
-                    .collect();
+                let members: Vec<String> =
+                    sock.clients.iter().filter_map(|c| self.service(c).map(|svc| svc.user.clone())).collect();
                 if let Some(gid) = socket_gid(&sock.path) {
                     groups.push((socket_group_name(&sock.path), gid, members));
                 }
@@ -676,7 +719,10 @@ reads = ["config", "directory", "tls"]
 
     #[test]
     fn cycles_are_refused() {
-        let text = MINIMAL.replace("reads = [\"config\", \"directory\", \"tls\"]\n\n[[service]]", "after = [\"router\"]\nreads = [\"config\", \"directory\", \"tls\"]\n\n[[service]]");
+        let text = MINIMAL.replace(
+            "reads = [\"config\", \"directory\", \"tls\"]\n\n[[service]]",
+            "after = [\"router\"]\nreads = [\"config\", \"directory\", \"tls\"]\n\n[[service]]",
+        );
         let errs = Manifest::parse(&text).unwrap_err();
         assert!(errs.to_string().contains("cycle"), "{errs}");
     }
@@ -691,5 +737,22 @@ reads = ["config", "directory", "tls"]
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(text.iter().any(|e| e.contains("net_bind_service without")), "{text:?}");
         assert!(text.iter().any(|e| e.contains("several services")), "{text:?}");
+    }
+
+    #[test]
+    fn mail_services_never_run_on_ram_data() {
+        let m = Manifest::parse(MINIMAL).unwrap();
+        assert!(!m.services.iter().any(|s| s.on_ram_data), "the default is off");
+        assert!(m.runs("store", false) && !m.runs("store", true) && !m.runs("nope", false));
+        for (from, to) in [
+            ("writes = [\"store\"]", "writes = [\"store\"]\non_ram_data = true"),
+            ("writes = [\"queue\"]", "writes = [\"queue\"]\non_ram_data = true"),
+        ] {
+            let m = Manifest::parse(&MINIMAL.replace(from, to)).unwrap();
+            let errs: Vec<String> = m.check_privileges().iter().map(|e| e.to_string()).collect();
+            assert!(errs.iter().any(|e| e.contains("on_ram_data") && e.contains("RAM")), "{errs:?}");
+        }
+        let text = MINIMAL.replace("writes = [\"queue\"]", "writes = [\"queue\"]\non_ram_data = \"yes\"");
+        assert!(Manifest::parse(&text).is_err(), "on_ram_data is a boolean");
     }
 }

@@ -2,7 +2,8 @@
 //! exists. One command a line on `/dev/console`:
 //!
 //! ```text
-//! status                          services, their state, pids, restarts, endpoints
+//! status                          services, their state, pids, restarts, endpoints (a service
+//!                                 not run on RAM /data: `not started: disks not provisioned`)
 //! log                             the ring buffer (the last lines init logged)
 //! poweroff | reboot               orderly shutdown
 //! hermes domain ...               the CLI's domain, account and deliver commands, run as root

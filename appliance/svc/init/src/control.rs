@@ -112,12 +112,13 @@ pub fn status_response(sup: &Supervisor, started_at: i64) -> ControlResponse {
                 State::Running => ServiceState::Running,
                 State::Backoff => ServiceState::Backoff,
                 State::Stopping => ServiceState::Stopping,
-                State::Failed | State::Stopped => ServiceState::Stopped,
+                State::Failed | State::Stopped | State::NotStarted => ServiceState::Stopped,
             },
             restarts: s.restarts,
             started_at: s.started_at,
             last_exit: match (s.state, s.last_exit) {
                 (State::Failed, Some(e)) => Some(format!("{e}; failed: left stopped after its start limit")),
+                (State::NotStarted, _) => Some(sup.not_started_reason()),
                 (_, e) => e,
             },
         })
@@ -260,6 +261,7 @@ mod tests {
             PathBuf::from("/bin/false"),
             Arc::new(crate::reaper::Reaper::default()),
             std::time::Instant::now(),
+            None,
         );
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(serve(sup, 1234, tx));

@@ -2,11 +2,14 @@
 //!
 //! Boot, in order: mount the API file systems (proc, sys, devtmpfs, devpts, /run, /tmp,
 //! cgroup2); load the kernel modules the manifest lists (`kmod`); mount `/data` (a volume
-//! labelled `hermes-data` once hw has provisioned the disks, else RAM: the admin UI alone, so
-//! the admin can provision); write the first-boot config and TLS certificate; set the
-//! hostname; bring the network up (`net`: static from `network.toml`, else DHCPv4); give each
-//! data path its owner (`services::apply_ownership`); start the watchdog; start every service
-//! of the manifest as its own user in dependency order (`services`); print `hermes: ready`.
+//! labelled `hermes-data` once hw has provisioned the disks, else RAM); write the first-boot
+//! config and TLS certificate; set the hostname; bring the network up (`net`: static from
+//! `network.toml`, else DHCPv4); give each data path its owner (`services::apply_ownership`);
+//! start the watchdog; start the manifest's services as their own users in dependency order
+//! (`services`): every one on disks, only those marked `on_ram_data` (the admin UI and hw, so
+//! the admin can provision) on a RAM `/data`, where mail would be lost at the next boot (the
+//! console says why the mail services are not started and how to provision); print
+//! `hermes: ready` once the services this state allows are up.
 //! The EFI system partition is mounted at /boot/efi and efivarfs with it (`esp`) right after
 //! the modules load; a firmware slot on trial is marked good once the services stay healthy, or
 //! the box reboots to fall back (`trial`, `firmware`).
@@ -143,18 +146,27 @@ fn boot_and_serve(started: Instant) -> Halt {
     for l in hermes_hw::provision::assemble_all(Path::new("/")) {
         say(&format!("raid: {l}"));
     }
-    match mounts::find_data_volume() {
+    // `Some(why)` when /data is RAM: then only the services marked `on_ram_data` start.
+    let ram: Option<String> = match mounts::find_data_volume() {
         Some(dev) => match mounts::mount_data_volume(&dev, Path::new(DATA)) {
-            Ok(()) => say(&format!("/data: {dev}")),
+            Ok(()) => {
+                say(&format!("/data: {dev}"));
+                None
+            }
             Err(e) => {
                 say(&format!("/data: cannot mount {dev}: {e}; using RAM"));
                 ram_data();
+                Some(format!("the data volume {dev} did not mount"))
             }
         },
         None => {
             say("/data: no provisioned disks; RAM-backed until the admin provisions them");
             ram_data();
+            Some(services::NOT_PROVISIONED.to_string())
         }
+    };
+    if let (Some(why), Some(m)) = (&ram, &manifest) {
+        ram_notice(m, why);
     }
     let _ = std::fs::create_dir_all(data.log_dir());
     log::attach_file(data.log_dir().join("console.log"));
@@ -214,7 +226,7 @@ fn boot_and_serve(started: Instant) -> Halt {
             return Halt::Reboot;
         }
     };
-    let halt = runtime.block_on(serve(manifest, data, started));
+    let halt = runtime.block_on(serve(manifest, data, started, ram));
     // The console reader blocks in read(2) on a thread of its own; dropping the runtime would
     // wait for it forever.
     runtime.shutdown_background();
@@ -241,6 +253,26 @@ fn admin_setup_notice(data: &DataDir) {
         Ok(None) => {}
         Err(e) => say(&format!("admin: cannot issue the setup token: {e}")),
     }
+}
+
+/// Says on the console why the mail services do not start on a RAM-backed `/data` and how to
+/// provision the disks.
+fn ram_notice(manifest: &Manifest, why: &str) {
+    let held: Vec<&str> =
+        manifest.services.iter().filter(|s| !manifest.runs(&s.name, true)).map(|s| s.name.as_str()).collect();
+    let runs: Vec<&str> =
+        manifest.services.iter().filter(|s| manifest.runs(&s.name, true)).map(|s| s.name.as_str()).collect();
+    if held.is_empty() {
+        return;
+    }
+    say(&format!(
+        "/data is RAM ({why}): the mail services ({}) are not started: mail accepted now would be lost at the next boot",
+        held.join(", ")
+    ));
+    say(&format!(
+        "only {} run; to provision the disks: `hermes hw status` (or the admin UI's disk page, https://<this box>:8443) shows the bays; then on this console `hermes hw provision --level raid10 --bays 0-15 --spares 2 --yes` (your bays), and `reboot`",
+        if runs.is_empty() { "init".to_string() } else { runs.join(", ") }
+    ));
 }
 
 fn ram_data() {
@@ -295,7 +327,7 @@ fn watch_power_button(halt: mpsc::UnboundedSender<Halt>) {
 
 /// Runs the services, the console and the signal handlers until something asks to halt; then
 /// stops everything in order.
-async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant) -> Halt {
+async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant, ram: Option<String>) -> Halt {
     use tokio::signal::unix::{SignalKind, signal};
     let reaper = Arc::new(reaper::Reaper::default());
     tokio::spawn(reaper.clone().run());
@@ -312,7 +344,7 @@ async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant) -> H
         services: vec![],
     });
     let order = manifest.start_order().unwrap_or_default();
-    let sup = services::Supervisor::new(manifest, data.clone(), exe.clone(), reaper.clone(), started);
+    let sup = services::Supervisor::new(manifest, data.clone(), exe.clone(), reaper.clone(), started, ram);
     // One stop signal per service, so shutdown stops them one at a time in reverse order.
     let tasks: Vec<_> = order
         .iter()
@@ -395,6 +427,10 @@ async fn console_loop(sup: Arc<services::Supervisor>, halt: mpsc::UnboundedSende
             console::Line::Empty => {}
             console::Line::Status => {
                 for s in sup.statuses() {
+                    if s.state == services::State::NotStarted {
+                        say(&format!("{:<10} {}", s.name, sup.not_started_reason()));
+                        continue;
+                    }
                     say(&format!(
                         "{:<10} {:<9} pid {:<7} restarts {}{}",
                         s.name,

@@ -10,7 +10,11 @@
 //! - a service starts only after every service in its `after` is running (listening);
 //! - a service that exits more than [`START_LIMIT`] times within [`START_LIMIT_WINDOW`] is
 //!   left stopped (`failed`) and reported; the others keep running;
-//! - `hermes: ready` is printed once, when every `required` service is running;
+//! - `hermes: ready` is printed once, when every `required` service that runs in this state
+//!   of `/data` is running;
+//! - on a RAM-backed `/data` (disks not provisioned) only the services with `on_ram_data` are
+//!   started; the others stay [`State::NotStarted`] (acknowledged mail must survive power loss,
+//!   and RAM does not), and `after` entries naming them are ignored;
 //! - at shutdown services stop in the reverse of start order, each SIGTERM then SIGKILL after
 //!   [`crate::child::STOP_TIMEOUT`].
 
@@ -48,6 +52,8 @@ pub enum State {
     Failed,
     Stopping,
     Stopped,
+    /// Not started in this state of `/data` (RAM-backed: see [`Supervisor::ram_data`]).
+    NotStarted,
 }
 
 impl State {
@@ -60,6 +66,7 @@ impl State {
             State::Failed => "failed",
             State::Stopping => "stopping",
             State::Stopped => "stopped",
+            State::NotStarted => "not started",
         }
     }
 }
@@ -92,7 +99,13 @@ pub struct Supervisor {
     /// Services the kernel command line's `hermes.test_fail=` names: never started, reported
     /// as failing (the update-rollback test builds a UKI with it; see docs/image.md).
     pub test_fail: Vec<String>,
+    /// `Some(why)` when `/data` is RAM-backed (`disks not provisioned`, or the data volume did
+    /// not mount): only the services with `on_ram_data` run.
+    pub ram_data: Option<String>,
 }
+
+/// Why a service is not started on a RAM-backed `/data` whose disks are not provisioned.
+pub const NOT_PROVISIONED: &str = "disks not provisioned";
 
 impl Supervisor {
     pub fn new(
@@ -101,13 +114,14 @@ impl Supervisor {
         exe: PathBuf,
         reaper: Arc<Reaper>,
         started: Instant,
+        ram_data: Option<String>,
     ) -> Arc<Supervisor> {
         let status = manifest
             .services
             .iter()
             .map(|s| Status {
                 name: s.name.clone(),
-                state: State::Waiting,
+                state: if manifest.runs(&s.name, ram_data.is_some()) { State::Waiting } else { State::NotStarted },
                 pid: None,
                 restarts: 0,
                 last_exit: None,
@@ -125,7 +139,23 @@ impl Supervisor {
             announced: Mutex::new(false),
             started,
             test_fail: test_fail(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()),
+            ram_data,
         })
+    }
+
+    /// Whether service `name` runs in this state of `/data`.
+    pub fn runs(&self, name: &str) -> bool {
+        self.manifest.runs(name, self.ram_data.is_some())
+    }
+
+    /// The services that do not run in this state of `/data`, in manifest order.
+    pub fn not_started(&self) -> Vec<String> {
+        self.manifest.services.iter().filter(|s| !self.runs(&s.name)).map(|s| s.name.clone()).collect()
+    }
+
+    /// What `status` says of a service that is not started: `not started: disks not provisioned`.
+    pub fn not_started_reason(&self) -> String {
+        format!("not started: {}", self.ram_data.as_deref().unwrap_or(NOT_PROVISIONED))
     }
 
     pub fn statuses(&self) -> Vec<Status> {
@@ -151,13 +181,13 @@ impl Supervisor {
         child::merge_endpoints(self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).values())
     }
 
-    /// Whether every required service is running.
+    /// Whether every required service that runs in this state of `/data` is running.
     pub fn all_required_running(&self) -> bool {
         let all = self.statuses();
         self.manifest
             .services
             .iter()
-            .filter(|s| s.required)
+            .filter(|s| s.required && self.runs(&s.name))
             .all(|s| all.iter().any(|st| st.name == s.name && st.state == State::Running))
     }
 
@@ -168,7 +198,7 @@ impl Supervisor {
             if *stop.borrow() {
                 return false;
             }
-            if spec.after.iter().all(|a| self.state_of(a) == Some(State::Running)) {
+            if spec.after.iter().filter(|a| self.runs(a)).all(|a| self.state_of(a) == Some(State::Running)) {
                 return true;
             }
             tokio::select! {
@@ -210,6 +240,19 @@ impl Supervisor {
             }
             crate::log::say(&text);
             crate::log::say(&format!("boot: ready {} ms after init started", self.started.elapsed().as_millis()));
+            if let Some(why) = &self.ram_data {
+                crate::log::say(&format!(
+                    "RAM-backed /data ({why}): only {} run; not started: {}",
+                    self.manifest
+                        .services
+                        .iter()
+                        .filter(|s| self.runs(&s.name))
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.not_started().join(", ")
+                ));
+            }
         } else if restarted {
             crate::log::say(&format!("{name} is back"));
         }
@@ -265,6 +308,10 @@ pub fn command(sup: &Supervisor, spec: &ServiceSpec) -> Command {
 pub async fn supervise(sup: Arc<Supervisor>, index: usize, mut stop: watch::Receiver<bool>) {
     let Some(spec) = sup.manifest.services.get(index).cloned() else { return };
     let name = spec.name.clone();
+    if !sup.runs(&name) {
+        // RAM-backed /data: it stays `NotStarted` (lib.rs said why on the console).
+        return;
+    }
     if !sup.wait_for_dependencies(&spec, &mut stop).await {
         sup.set(&name, |s| s.state = State::Stopped);
         return;
@@ -425,7 +472,8 @@ async fn terminate(name: &str, pid: u32, exited: &mut tokio::sync::oneshot::Rece
 /// sticky bit stops them removing each other's). Paths nobody writes belong to root.
 ///
 /// A writer-only tree is walked only when its top folder is not already theirs (the store can
-/// be large; what a service creates is already its own); trees with readers always are.
+/// be large; what a service creates is already its own); trees with readers always are, and so
+/// is `admin/` (init writes the setup token there as root before it runs).
 pub fn apply_ownership(manifest: &Manifest, data: &DataDir) -> Vec<String> {
     let mut problems = Vec::new();
     let root = data.root();
@@ -443,8 +491,10 @@ pub fn apply_ownership(manifest: &Manifest, data: &DataDir) -> Vec<String> {
         // Paths with readers are small (config, directory, tls) and may hold files another
         // writer (the console CLI as root, or a 0600 file) just made: always walked. A
         // writer-only path (the store, the queue) is walked only when its top is not theirs.
+        // `admin/` too: init writes the admin UI's setup token there as root at every boot
+        // while no admin exists (small: the admin accounts and sessions).
         let deep = match std::fs::metadata(&dir) {
-            Ok(m) => writer.is_none() || has_readers || m.uid() != uid || m.gid() != gid,
+            Ok(m) => writer.is_none() || has_readers || path == DataPath::Admin || m.uid() != uid || m.gid() != gid,
             Err(_) => true,
         };
         if deep {
@@ -495,6 +545,66 @@ mod tests {
         Manifest::parse(include_str!("../../../../image/manifest.toml")).unwrap()
     }
 
+    /// On a RAM-backed /data (issue 6 point 1) only admin and hw run: the store and the router
+    /// stay `not started`, the admin does not wait for the store, and `ready` (and the trial's
+    /// health) counts only what runs.
+    #[tokio::test]
+    async fn ram_data_runs_only_the_services_allowed_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = |ram: Option<String>| {
+            Supervisor::new(
+                manifest(),
+                DataDir::new(dir.path()),
+                PathBuf::from("/bin/false"),
+                Arc::new(Reaper::default()),
+                Instant::now(),
+                ram,
+            )
+        };
+        let ram = sup(Some(NOT_PROVISIONED.into()));
+        let state = |s: &Supervisor, n: &str| s.state_of(n).unwrap();
+        for n in ["store", "router"] {
+            assert_eq!(state(&ram, n), State::NotStarted);
+            assert!(!ram.runs(n));
+        }
+        assert_eq!(ram.not_started(), ["store", "router"]);
+        assert_eq!(ram.not_started_reason(), "not started: disks not provisioned");
+        for n in ["admin", "hw"] {
+            assert_eq!(state(&ram, n), State::Waiting);
+        }
+        // The store is never started: supervise returns at once and leaves it `not started`.
+        let (_stop_tx, stop) = watch::channel(false);
+        let store = ram.manifest.services.iter().position(|s| s.name == "store").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), supervise(ram.clone(), store, stop.clone())).await.unwrap();
+        assert_eq!(state(&ram, "store"), State::NotStarted);
+        // The admin's `after = ["store"]` does not hold it back on RAM.
+        let admin = ram.manifest.service("admin").unwrap().clone();
+        let mut stop2 = stop.clone();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), ram.wait_for_dependencies(&admin, &mut stop2)).await.unwrap()
+        );
+        // Ready once the admin UI alone runs (hw is not required).
+        assert!(!ram.all_required_running());
+        ram.set("admin", |s| s.state = State::Running);
+        assert!(ram.all_required_running());
+
+        // On disks every service runs, and ready needs the store and the router too.
+        let disks = sup(None);
+        assert!(disks.not_started().is_empty());
+        assert_eq!(state(&disks, "store"), State::Waiting);
+        disks.set("admin", |s| s.state = State::Running);
+        assert!(!disks.all_required_running());
+        assert!(
+            !tokio::time::timeout(Duration::from_millis(200), disks.wait_for_dependencies(&admin, &mut stop2))
+                .await
+                .unwrap_or(false)
+        );
+        for n in ["store", "router"] {
+            disks.set(n, |s| s.state = State::Running);
+        }
+        assert!(disks.all_required_running());
+    }
+
     #[test]
     fn test_fail_flag() {
         assert_eq!(test_fail("console=ttyS0 hermes.test_fail=store,router quiet"), ["store", "router"]);
@@ -537,5 +647,13 @@ mod tests {
         assert_eq!(account.mode() & 0o777, 0o640);
         let run = std::fs::metadata(data.run_dir()).unwrap();
         assert_eq!(run.mode() & 0o7777, 0o1770);
+        // The next boot on the same disks: admin/ is already the admin's, and init (root) writes
+        // the setup token into it again; it must become the admin's (else the UI cannot start).
+        let token = data.root().join("admin/setup-token");
+        std::fs::write(&token, "{}").unwrap();
+        assert_eq!(std::fs::metadata(&token).unwrap().uid(), 0);
+        assert!(apply_ownership(&m, &data).is_empty());
+        let admin = m.service("admin").unwrap().uid;
+        assert_eq!(std::fs::metadata(&token).unwrap().uid(), admin);
     }
 }

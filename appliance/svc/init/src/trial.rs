@@ -11,7 +11,10 @@
 //! ```
 //!
 //! What it is not: a health check of the protocols. "Healthy" is what the supervisor knows:
-//! each required service is running (listening) and none has failed.
+//! each required service that runs in this state of `/data` is running (listening) and none has
+//! failed. On a RAM-backed `/data` (disks not provisioned) that is the `on_ram_data` services
+//! only (the admin UI): the store and the router are not started there, so they cannot fail
+//! the trial, and a slot can be marked good before the disks are provisioned.
 //!
 //! Invariants: a slot that is already good is never touched; the decision ([`Trial::step`]) is
 //! a pure function of time and service states; the deadline counts from init's start.
@@ -142,7 +145,7 @@ pub async fn watch(
             .manifest
             .services
             .iter()
-            .filter(|s| s.required)
+            .filter(|s| s.required && sup.runs(&s.name))
             .find(|s| statuses.iter().any(|st| st.name == s.name && st.state == crate::services::State::Failed))
             .map(|s| s.name.clone());
         let healthy = sup.all_required_running();
