@@ -24,36 +24,13 @@ use super::reply::Reply;
 use super::search::{matching, saved_subset};
 use super::session::{End, Session};
 use super::wire;
-use crate::index::{self, Entry};
+use crate::index::{self, Entry, UidMap};
 use hermes_proto::imap::sortkeys::SortKeys;
 use hermes_proto::imap::thread::{self, ThreadMessage};
 use hermes_proto::imap::{SearchReturn, SortCommand, SortCriterion, SortKey, ThreadAlgorithm, ThreadCommand};
 use hermes_store::{MailboxId, MessageMeta, StoreError, UserStore};
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A hasher for UIDs: one multiplication (Fibonacci hashing). UIDs are assigned by the server,
-/// never chosen by a client or a sender, so a keyed (DoS-resistant) hash buys nothing here and
-/// SipHash would cost a fifth of a warm SORT on 100,000 messages.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UidHasher(u64);
-
-impl std::hash::Hasher for UidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type UidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<UidHasher>>;
 
 /// Messages analysed per thread when building the index in parallel.
 const PARALLEL_CHUNK: usize = 2048;
