@@ -27,6 +27,17 @@ const MAX_RESPONSE: u64 = 256 * 1024 * 1024;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     List,
+    /// One page of the queue, oldest first, filtered by `q` (id, sender or last reply contains,
+    /// case-insensitive): the admin UI's view, so a page of a 100,000-message queue is one small
+    /// answer and not the whole list ([`page_of`]).
+    ListPage {
+        #[serde(default)]
+        q: String,
+        #[serde(default = "first_page")]
+        page: usize,
+        #[serde(default = "default_per_page")]
+        per_page: usize,
+    },
     Show {
         id: String,
     },
@@ -46,6 +57,59 @@ pub enum Request {
     Reload,
     /// Cumulative counters since start ([`crate::Stats`]).
     Stats,
+}
+
+fn first_page() -> usize {
+    1
+}
+
+fn default_per_page() -> usize {
+    50
+}
+
+/// Most messages one `list_page` answer holds.
+pub const MAX_PER_PAGE: usize = 500;
+
+/// `list_page`'s counts: matching messages, how many of them are held, and the page served
+/// (clamped to the last one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageInfo {
+    pub total: usize,
+    pub held: usize,
+    pub page: usize,
+    pub per_page: usize,
+}
+
+/// Filters, sorts (arrival, then id) and pages `all`.
+pub fn page_of(mut all: Vec<Summary>, q: &str, page: usize, per_page: usize) -> (Vec<Summary>, PageInfo) {
+    let per_page = per_page.clamp(1, MAX_PER_PAGE);
+    let needle = q.trim().to_lowercase();
+    if !needle.is_empty() {
+        all.retain(|m| {
+            m.id.to_lowercase().contains(&needle)
+                || m.from.to_lowercase().contains(&needle)
+                || m.last_reply.to_lowercase().contains(&needle)
+        });
+    }
+    let total = all.len();
+    let held = all.iter().filter(|m| m.hold).count();
+    let pages = total.div_ceil(per_page).max(1);
+    let page = page.clamp(1, pages);
+    let skip = (page - 1) * per_page;
+    // Only the page is sorted in full: two selections (O(n) each) put the page's messages
+    // between `skip` and `skip + per_page`, then only those are sorted.
+    let order = |a: &Summary, b: &Summary| a.arrival.cmp(&b.arrival).then_with(|| a.id.cmp(&b.id));
+    if skip > 0 && skip < all.len() {
+        all.select_nth_unstable_by(skip, order);
+        all.drain(..skip);
+    }
+    if per_page < all.len() {
+        all.select_nth_unstable_by(per_page - 1, order);
+        all.truncate(per_page);
+    }
+    all.sort_unstable_by(order);
+    let messages = all;
+    (messages, PageInfo { total, held, page, per_page })
 }
 
 /// `{"op":"stats"}`'s figures.
@@ -94,6 +158,9 @@ pub struct Response {
     pub restart_needed: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `list_page`: the counts beside `messages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageInfo>,
 }
 
 fn err(e: impl std::fmt::Display) -> Response {
@@ -170,6 +237,10 @@ async fn handle(ctx: &crate::SharedContext, req: Request) -> Response {
             }
         }
         Request::List => Response { ok: true, messages: runner.summaries(), ..Default::default() },
+        Request::ListPage { q, page, per_page } => {
+            let (messages, info) = page_of(runner.summaries(), &q, page, per_page);
+            Response { ok: true, messages, page: Some(info), ..Default::default() }
+        }
         Request::Show { id } => match runner.show(&id) {
             Some(e) => Response {
                 ok: true,
@@ -220,7 +291,9 @@ fn offline(data: &DataDir, req: &Request) -> anyhow::Result<Response> {
     let dir = data.queue_dir();
     if !dir.exists() {
         return Ok(match req {
-            Request::List | Request::Flush { .. } => Response { ok: true, offline: true, ..Default::default() },
+            Request::List | Request::ListPage { .. } | Request::Flush { .. } => {
+                Response { ok: true, offline: true, ..Default::default() }
+            }
             _ => Response { offline: true, ..err("the queue is empty") },
         });
     }
@@ -235,22 +308,25 @@ fn offline(data: &DataDir, req: &Request) -> anyhow::Result<Response> {
         Err(e) => return Err(e.into()),
     };
     let find = |id: &str| found.iter().find(|q| q.envelope.id == id);
+    let summaries = || -> Vec<Summary> {
+        found
+            .iter()
+            .map(|q| {
+                let e = crate::deliver::Entry {
+                    envelope: Arc::new(q.envelope.clone()),
+                    state: q.state.clone(),
+                    busy: false,
+                };
+                crate::deliver::summary_of(&e)
+            })
+            .collect()
+    };
     let mut resp = match req {
-        Request::List => Response {
-            ok: true,
-            messages: found
-                .iter()
-                .map(|q| {
-                    let e = crate::deliver::Entry {
-                        envelope: Arc::new(q.envelope.clone()),
-                        state: q.state.clone(),
-                        busy: false,
-                    };
-                    crate::deliver::summary_of(&e)
-                })
-                .collect(),
-            ..Default::default()
-        },
+        Request::List => Response { ok: true, messages: summaries(), ..Default::default() },
+        Request::ListPage { q, page, per_page } => {
+            let (messages, info) = page_of(summaries(), q, *page, *per_page);
+            Response { ok: true, messages, page: Some(info), ..Default::default() }
+        }
         Request::Show { id } => match find(id) {
             Some(q) => Response {
                 ok: true,
@@ -283,6 +359,41 @@ fn offline(data: &DataDir, req: &Request) -> anyhow::Result<Response> {
 #[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
 mod tests {
     use super::*;
+
+    /// A page of a 100,000-message queue: oldest first across pages, filter, held count, the
+    /// page clamped to the last one.
+    #[test]
+    fn pages_of_a_large_queue() {
+        let all: Vec<Summary> = (0..100_000u32)
+            .map(|i| {
+                // Arrivals out of order, some equal (ties broken by id).
+                let k = (i.wrapping_mul(7919)) % 100_000;
+                Summary {
+                    id: format!("q{k:06}"),
+                    from: if k % 10 == 0 { format!("list{k}@lists.example.org") } else { format!("u{k}@example.org") },
+                    arrival: i64::from(k / 2),
+                    hold: k % 1000 == 0,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let (first, info) = page_of(all.clone(), "", 1, 50);
+        assert_eq!(info, PageInfo { total: 100_000, held: 100, page: 1, per_page: 50 });
+        assert_eq!(first[0].id, "q000000");
+        assert_eq!(first[1].id, "q000001");
+        assert_eq!(first[49].id, "q000049");
+        let (mid, _) = page_of(all.clone(), "", 1001, 50);
+        assert_eq!(mid[0].id, "q050000");
+        let (last, info) = page_of(all.clone(), "", 99_999, 50);
+        assert_eq!(info.page, 2000, "clamped to the last page");
+        assert_eq!(last.last().unwrap().id, "q099999");
+        let (lists, info) = page_of(all.clone(), "@LISTS.", 2, 500);
+        assert_eq!((info.total, info.held, lists.len()), (10_000, 100, 500));
+        assert!(lists.windows(2).all(|w| (w[0].arrival, &w[0].id) <= (w[1].arrival, &w[1].id)));
+        let (none, info) = page_of(all, "nothing-matches", 1, 50);
+        assert!(none.is_empty());
+        assert_eq!((info.total, info.page), (0, 1));
+    }
     use crate::queue::{EnvRecipient, new_id};
 
     #[test]

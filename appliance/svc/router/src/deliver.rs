@@ -118,7 +118,7 @@ pub struct Entry {
 }
 
 /// What `hermes queue list` shows per message.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub id: String,
     pub from: String,
