@@ -25,7 +25,8 @@ step() { printf '\n=== %s ===\n' "$*"; }
 step "system packages"
 need_pkgs=()
 # dosfstools, mtools, fdisk: hermes-image's tests read its FAT and GPT output back with fsck.fat, mtools, sfdisk.
-for p in isync curl swaks openssl ca-certificates python3-pip procps iproute2 fetchmail dnsmasq-base chromium chromium-driver dosfstools mtools fdisk; do
+# chrony: a real NTP server (chronyd on a high port) for init's SNTP client tests and the QEMU network test.
+for p in isync curl swaks openssl ca-certificates python3-pip procps iproute2 fetchmail dnsmasq-base chromium chromium-driver dosfstools mtools fdisk chrony; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -121,7 +122,12 @@ if cargo xtask image --profile dev 2>&1 | tail -n 5; [ "${PIPESTATUS[0]}" -eq 0 
   # NVMe, RAID10 provisioned on the console, a member failed and rebuilt onto a spare; ~75 s).
   HERMES_QEMU_TESTS=1 cargo test -p hermes-image -p hermes-qemu -- --ignored --test-threads=1 2>&1 \
     | tee "$LOGDIR/qemu.log" | grep -E '^(test |test result:)|ready|panicked'
-  if [ "${PIPESTATUS[0]}" -ne 0 ]; then failed+=("image/qemu tests"); fi
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    failed+=("image/qemu tests")
+    # The filter above hides the guest's console: show why each failing test failed.
+    echo "--- failing QEMU tests: their panic messages and the console lines they quote ---"
+    awk '/^---- .* stdout ----$/ { show = 1 } /^failures:$/ && show { n++ } show && n < 2 { print }' "$LOGDIR/qemu.log" | head -n 150
+  fi
   read -r qpassed qfailed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$LOGDIR/qemu.log")
   summary+=("image/qemu (--ignored): $qpassed passed, $qfailed failed")
   # Nothing ran is a failure, never a pass.

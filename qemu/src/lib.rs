@@ -406,7 +406,12 @@ impl Machine {
             self.cursor = c.dropped + c.lines.len();
             if c.closed {
                 drop(c);
-                bail!("QEMU exited while waiting for {needles:?}; last console lines:\n{}", self.tail(40));
+                let qemu_log = std::fs::read_to_string(self.run_dir().join("qemu.log")).unwrap_or_default();
+                bail!(
+                    "QEMU exited while waiting for {needles:?}; QEMU said: {}; last console lines:\n{}",
+                    qemu_log.trim(),
+                    self.tail(40)
+                );
             }
             let now = Instant::now();
             if now >= deadline {

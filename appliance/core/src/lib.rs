@@ -8,6 +8,8 @@
 //! - [`ipc`]: the small typed messages services and the supervisor exchange (JSON lines).
 //! - [`manifest`]: the appliance manifest schema (services, users, ports, privileges) that the
 //!   image builder and `hermes init` both read.
+//! - [`network`]: `network.toml` (static addresses, resolvers), written by the admin UI and
+//!   applied by `hermes init`.
 //!
 //! What this crate is not: it opens no sockets and starts no runtime; it reads and writes
 //! files only in `config` and `directory`.
@@ -16,6 +18,7 @@ pub mod config;
 pub mod directory;
 pub mod ipc;
 pub mod manifest;
+pub mod network;
 pub mod paths;
 pub mod secret;
 

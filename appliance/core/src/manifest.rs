@@ -42,7 +42,24 @@ pub struct Manifest {
     /// Services, in the order they are declared (start order comes from `after`).
     #[serde(rename = "service", default)]
     pub services: Vec<ServiceSpec>,
+    /// What init itself serves to the services (`[init]`).
+    #[serde(default)]
+    pub init: InitSpec,
 }
+
+/// `[init]`: init's own control socket, [`CONTROL_SOCKET`] (root's by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitSpec {
+    /// Services that may connect to init's control socket (through the group
+    /// `hermes-s-control`): the admin UI, for reboot, factory reset, provisioning and firmware
+    /// updates. What a non-root client may ask is narrowed by init itself (docs/SECURITY.md).
+    #[serde(default)]
+    pub control_clients: Vec<String>,
+}
+
+/// Init's control socket, relative to the data folder.
+pub const CONTROL_SOCKET: &str = "run/control.sock";
 
 /// What the image carries besides the services.
 ///
@@ -404,6 +421,11 @@ impl Manifest {
                 }
             }
         }
+        for c in &self.init.control_clients {
+            if !names.contains(c.as_str()) {
+                err(&mut errors, "init.control_clients", format!("`{c}` is not a declared service"));
+            }
+        }
         // Ports are bound by one service each.
         let mut owners: BTreeMap<u16, &str> = BTreeMap::new();
         for s in &self.services {
@@ -576,6 +598,17 @@ impl Manifest {
                 }
             }
         }
+        if !self.init.control_clients.is_empty()
+            && let Some(gid) = socket_gid(CONTROL_SOCKET)
+        {
+            let members = self
+                .services
+                .iter()
+                .filter(|s| self.init.control_clients.contains(&s.name))
+                .map(|s| s.user.clone())
+                .collect();
+            groups.push((socket_group_name(CONTROL_SOCKET), gid, members));
+        }
         groups.sort_by_key(|g| g.1);
         groups.dedup_by_key(|g| g.1);
         groups
@@ -594,6 +627,11 @@ impl Manifest {
                     gids.push(gid);
                 }
             }
+        }
+        if self.init.control_clients.contains(&service.name)
+            && let Some(gid) = socket_gid(CONTROL_SOCKET)
+        {
+            gids.push(gid);
         }
         gids.sort_unstable();
         gids.dedup();
@@ -616,8 +654,15 @@ pub fn read_gid(path: DataPath) -> u32 {
 
 /// The known sockets and their client groups: a fixed table, so the gid of a socket never
 /// depends on declaration order.
-const SOCKETS: [&str; 6] =
-    ["run/lmtp.sock", "run/store.sock", "run/router.sock", "run/lists.sock", "run/admin.sock", "run/hw.sock"];
+const SOCKETS: [&str; 7] = [
+    "run/lmtp.sock",
+    "run/store.sock",
+    "run/router.sock",
+    "run/lists.sock",
+    "run/admin.sock",
+    "run/hw.sock",
+    CONTROL_SOCKET,
+];
 
 /// The gid of the clients of socket `path`; `None` for a socket not in the table (which
 /// [`Manifest::check_privileges`] callers treat as init-only).

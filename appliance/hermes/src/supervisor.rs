@@ -528,13 +528,35 @@ async fn control_session(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
         } else {
             match serde_json::from_slice::<ControlRequest>(&line) {
                 Ok(ControlRequest::Status) => status_response(&shared),
-                Err(e) => ControlResponse { ok: false, error: Some(format!("bad request: {e}")), ..Default::default() },
+                Err(e) => ControlResponse { ok: false, error: Some(refusal(&line, &e)), ..Default::default() },
             }
         };
         let Ok(mut json) = serde_json::to_vec(&response) else { return };
         json.push(b'\n');
         if write.write_all(&json).await.is_err() || too_long {
             return;
+        }
+    }
+}
+
+/// Why host mode does not do what a request (other than `status`) asks: the appliance's init
+/// answers `reboot`, `factory_reset`, `provision` and the firmware ops; here the admin UI shows
+/// this text as it is.
+fn refusal(line: &[u8], parse_error: &serde_json::Error) -> String {
+    let op = serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(|o| o.chars().take(64).collect::<String>()));
+    let Some(op) = op else { return format!("bad request: {parse_error}") };
+    match op.as_str() {
+        "reboot" => "reboot acts on the appliance only: in host mode, stop and start `hermes up` instead".into(),
+        "factory_reset" => "factory reset acts on the appliance only: in host mode, stop `hermes up` and \
+                            remove or replace its data folder yourself"
+            .into(),
+        "provision" => "disk provisioning acts on the appliance only: it needs the appliance's data disks \
+                        (in host mode the data folder is wherever `hermes up --data` points)"
+            .into(),
+        other => {
+            format!("`{other}` acts on the appliance only (its init); host mode (`hermes up`) answers only `status`")
         }
     }
 }
@@ -585,5 +607,24 @@ mod tests {
         assert_eq!(serde_json::from_str::<ControlRequest>(r#"{"op":"status"}"#).unwrap(), ControlRequest::Status);
         assert!(serde_json::from_str::<ControlRequest>(r#"{"op":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<ControlRequest>("garbage").is_err());
+    }
+
+    /// The appliance's ops are refused with a reason a person can act on, never as a parse error.
+    #[test]
+    fn appliance_ops_are_refused_in_words() {
+        let refuse = |line: &str| {
+            let e = serde_json::from_str::<ControlRequest>(line).unwrap_err();
+            refusal(line.as_bytes(), &e)
+        };
+        let r = refuse(r#"{"op":"reboot"}"#);
+        assert!(r.contains("appliance only") && r.contains("hermes up"), "{r}");
+        let r = refuse(r#"{"op":"factory_reset"}"#);
+        assert!(r.starts_with("factory reset acts on the appliance only"), "{r}");
+        let r = refuse(r#"{"op":"provision","bays":[0,1,2,3],"spares":0}"#);
+        assert!(r.starts_with("disk provisioning acts on the appliance only"), "{r}");
+        let r = refuse(r#"{"op":"firmware_status"}"#);
+        assert!(r.contains("`firmware_status` acts on the appliance only"), "{r}");
+        assert!(refuse("garbage").starts_with("bad request"));
+        assert!(refuse(r#"{"no_op":1}"#).starts_with("bad request"));
     }
 }

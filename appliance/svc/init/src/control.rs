@@ -7,6 +7,16 @@
 //! {"op":"firmware_status"}              -> {"ok":true,"firmware":{slots, running, ...}}
 //! {"op":"firmware_install","path":"/dev/vdb","force":false,"reboot":true}
 //!                                       -> {"ok":true,"installed":{...},"rebooting":true}
+//! {"op":"reboot"}                       -> {"ok":true,"rebooting":true}, then the reboot
+//! {"op":"factory_reset"}                -> {"ok":true,"rebooting":true}: /data erased at the next boot
+//! {"op":"provision","bays":[0,...],"spares":2,"size_mib":null}
+//!                                       -> {"ok":true,"output":"...","rebooting":true}
+//! {"op":"time_status"}                  -> {"ok":true,"time":{now, servers, last_sync, offset_ms, ...}}
+//! {"op":"time_sync"}                    -> the same after polling the NTP servers now
+//! {"op":"time_set","unix":N}            -> {"ok":true,...}; refused while NTP servers are configured
+//! {"op":"network_status"}               -> {"ok":true,"network":{interfaces, dns, config_text, pending}}
+//! {"op":"network_apply"}                -> {"ok":true,"changes":[...],"confirm_before":N}
+//! {"op":"network_confirm"}              -> {"ok":true}; else the change is rolled back at confirm_before
 //! anything else                         -> {"ok":false,"error":"..."}
 //! ```
 //!
@@ -49,6 +59,32 @@ pub enum Request {
         #[serde(default = "yes")]
         reboot: bool,
     },
+    /// Reboot now (answered first). See [`crate::system_ops`].
+    Reboot,
+    /// Erase everything on `/data` at the next boot, then reboot (disks stay provisioned).
+    FactoryReset,
+    /// Provision the data disks as the console's `hermes hw provision` would, then reboot.
+    Provision {
+        bays: Vec<u16>,
+        #[serde(default)]
+        spares: u16,
+        #[serde(default)]
+        size_mib: Option<u64>,
+    },
+    /// The clock and NTP state ([`crate::ntp`]).
+    TimeStatus,
+    /// Poll the NTP servers now and apply the result.
+    TimeSync,
+    /// Set the clock by hand (only with no NTP server configured).
+    TimeSet {
+        unix: i64,
+    },
+    /// Interfaces, addresses, routes, resolvers and `network.toml` ([`crate::net`]).
+    NetworkStatus,
+    /// Re-apply `network.toml` now, rolled back unless confirmed within 120 s.
+    NetworkApply,
+    /// Keep the settings of the last `network_apply`.
+    NetworkConfirm,
 }
 
 fn yes() -> bool {
@@ -78,11 +114,20 @@ pub async fn firmware_status() -> Result<firmware::Status, String> {
 
 /// Verifies and installs the bundle at `path` (a file or a block device).
 pub async fn firmware_install(path: PathBuf, force: bool) -> Result<Installed, String> {
+    firmware_install_from(path, None, force).await
+}
+
+/// [`firmware_install`] from `file` when given (a service's upload, opened and checked by
+/// [`open_upload`]; `path` then only names it), else from `path`.
+async fn firmware_install_from(path: PathBuf, file: Option<std::fs::File>, force: bool) -> Result<Installed, String> {
     let _guard = FIRMWARE_LOCK.lock().await;
     tokio::task::spawn_blocking(move || {
         let esp = esp_ready()?;
         let key = firmware::trusted_key()?;
-        let bytes = firmware::read_bundle(&path)?;
+        let bytes = match file {
+            Some(f) => firmware::read_bundle_from(f, &path)?,
+            None => firmware::read_bundle(&path)?,
+        };
         firmware::install(esp, &bytes, &key, &Running::here(), InstallOptions { force })
     })
     .await
@@ -137,12 +182,76 @@ fn error(text: impl Into<String>) -> serde_json::Value {
     serde_json::json!({"ok": false, "error": text.into()})
 }
 
+/// Who sent a request, from the socket's peer credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Root on the box: the console's `hermes` commands.
+    Root,
+    /// A service the manifest lets connect (`[init] control_clients`: the admin UI).
+    Service { uid: u32 },
+}
+
+/// The folder a service's firmware upload must sit in (`DATA/admin/uploads`): a client that
+/// is not root names a file there, never a device or another path (init reads it as root).
+pub const UPLOADS: &str = "admin/uploads";
+
+/// Opens a service's upload: `path` must be a regular file that the caller `uid` owns, under
+/// `DATA/admin/uploads`. The checks are made on the open file (`fstat`, and the path the kernel
+/// gives for the descriptor), so swapping the file or a folder for a link, a FIFO or a device
+/// between the check and the read changes nothing: what is read is what was checked. Opened
+/// with `O_NOFOLLOW` (a link is refused) and `O_NONBLOCK` (a FIFO cannot hang init).
+pub fn open_upload(data_root: &Path, path: &Path, uid: u32) -> Result<(PathBuf, std::fs::File), String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let uploads = data_root.join(UPLOADS);
+    let uploads = uploads.canonicalize().map_err(|e| format!("{}: {e}", uploads.display()))?;
+    let refused = || {
+        format!(
+            "{} is not an uploaded file: a service may install only a bundle it stored under {}",
+            path.display(),
+            uploads.display()
+        )
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(
+            |e| if e.raw_os_error() == Some(libc::ELOOP) { refused() } else { format!("{}: {e}", path.display()) },
+        )?;
+    let meta = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_file() || !real.starts_with(&uploads) || meta.uid() != uid {
+        return Err(refused());
+    }
+    Ok((real, file))
+}
+
 /// Answers one request line; `Some(halt)` when the box should go down after the answer.
-pub async fn answer(line: &[u8], sup: &Supervisor, started_at: i64) -> (serde_json::Value, Option<Halt>) {
-    let request = match serde_json::from_slice::<Request>(line) {
+pub async fn answer(
+    line: &[u8],
+    sup: &Supervisor,
+    started_at: i64,
+    caller: Caller,
+) -> (serde_json::Value, Option<Halt>) {
+    let mut request = match serde_json::from_slice::<Request>(line) {
         Ok(r) => r,
         Err(e) => return (error(format!("bad request: {e}")), None),
     };
+    let mut upload = None;
+    if let (Caller::Service { uid }, Request::FirmwareInstall { path, .. }) = (caller, &mut request) {
+        match open_upload(sup.data.root(), path, uid) {
+            Ok((real, file)) => {
+                *path = real;
+                upload = Some(file);
+            }
+            Err(e) => {
+                crate::log::say(&format!("firmware: install refused to uid {uid}: {e}"));
+                return (error(e), None);
+            }
+        }
+    }
     match request {
         Request::Status => {
             (serde_json::to_value(status_response(sup, started_at)).unwrap_or_else(|e| error(e.to_string())), None)
@@ -151,7 +260,7 @@ pub async fn answer(line: &[u8], sup: &Supervisor, started_at: i64) -> (serde_js
             Ok(s) => (serde_json::json!({"ok": true, "firmware": s}), None),
             Err(e) => (error(e), None),
         },
-        Request::FirmwareInstall { path, force, reboot } => match firmware_install(path, force).await {
+        Request::FirmwareInstall { path, force, reboot } => match firmware_install_from(path, upload, force).await {
             Ok(installed) => {
                 crate::log::say(&format!(
                     "firmware: installed {} as {}{}",
@@ -169,6 +278,17 @@ pub async fn answer(line: &[u8], sup: &Supervisor, started_at: i64) -> (serde_js
                 (error(e), None)
             }
         },
+        Request::Reboot => crate::system_ops::reboot(sup, caller),
+        Request::FactoryReset => crate::system_ops::factory_reset(sup, caller),
+        Request::Provision { bays, spares, size_mib } => {
+            crate::system_ops::provision(sup, caller, &bays, spares, size_mib).await
+        }
+        Request::TimeStatus => (crate::ntp::op_status(&sup.data), None),
+        Request::TimeSync => (crate::ntp::op_sync(&sup.data).await, None),
+        Request::TimeSet { unix } => (crate::ntp::op_set(&sup.data, unix).await, None),
+        Request::NetworkStatus => (crate::net::op_status().await, None),
+        Request::NetworkApply => (crate::net::op_apply().await, None),
+        Request::NetworkConfirm => (crate::net::op_confirm(), None),
     }
 }
 
@@ -183,7 +303,14 @@ pub async fn serve(sup: Arc<Supervisor>, started_at: i64, halt: mpsc::UnboundedS
             return;
         }
     };
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    // Root's alone, unless the manifest names clients (`[init] control_clients`, the admin UI):
+    // then its group too. What a client that is not root may ask is narrowed per request
+    // ([`Caller`]).
+    let shared = !sup.manifest.init.control_clients.is_empty();
+    if shared && let Some(gid) = hermes_core::manifest::socket_gid(hermes_core::manifest::CONTROL_SOCKET) {
+        let _ = nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)));
+    }
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(if shared { 0o660 } else { 0o600 }));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -200,6 +327,12 @@ async fn session(
     started_at: i64,
     halt: mpsc::UnboundedSender<Halt>,
 ) {
+    // Who is asking: the kernel's word (SO_PEERCRED), not the request's.
+    let caller = match stream.peer_cred() {
+        Ok(c) if c.uid() == 0 => Caller::Root,
+        Ok(c) => Caller::Service { uid: c.uid() },
+        Err(_) => return,
+    };
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read);
     let mut line = Vec::new();
@@ -212,7 +345,7 @@ async fn session(
         }
         let too_long = !line.ends_with(b"\n");
         let (value, then) =
-            if too_long { (error("request too long"), None) } else { answer(&line, &sup, started_at).await };
+            if too_long { (error("request too long"), None) } else { answer(&line, &sup, started_at, caller).await };
         let Ok(mut json) = serde_json::to_vec(&value) else { return };
         json.push(b'\n');
         let written = write.write_all(&json).await.is_ok();
@@ -244,7 +377,60 @@ mod tests {
             Request::FirmwareInstall { path: "/dev/vdb".into(), force: false, reboot: true }
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"firmware_install"}"#).is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+        assert_eq!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).unwrap(), Request::Reboot);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"op":"factory_reset"}"#).unwrap(), Request::FactoryReset);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"provision","bays":[0,1,2,3],"spares":0,"size_mib":null}"#)
+                .unwrap(),
+            Request::Provision { bays: vec![0, 1, 2, 3], spares: 0, size_mib: None }
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"provision","bays":[0,1,2,3,4],"spares":1,"size_mib":256}"#)
+                .unwrap(),
+            Request::Provision { bays: vec![0, 1, 2, 3, 4], spares: 1, size_mib: Some(256) }
+        );
+        for bad in [
+            r#"{"op":"provision"}"#,
+            r#"{"op":"provision","bays":[-1]}"#,
+            r#"{"op":"provision","bays":[70000]}"#,
+            r#"{"op":"provision","bays":"0-15"}"#,
+            r#"{"op":"provision","bays":[0,1,2,3],"spares":-2}"#,
+            r#"{"op":"reboot_now"}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A service may install only a regular file it owns under DATA/admin/uploads: not a
+    /// device, a FIFO, a path outside, a link (even one pointing inside), or another's file.
+    #[test]
+    fn a_service_installs_only_uploaded_files() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = dir.path().join(UPLOADS);
+        std::fs::create_dir_all(&uploads).unwrap();
+        std::fs::write(uploads.join("u1.bundle"), b"x").unwrap();
+        std::fs::write(dir.path().join("elsewhere"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), uploads.join("link")).unwrap();
+        std::os::unix::fs::symlink(uploads.join("u1.bundle"), uploads.join("inner-link")).unwrap();
+        std::fs::create_dir(uploads.join("sub")).unwrap();
+        nix::unistd::mkfifo(&uploads.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let me = std::fs::metadata(uploads.join("u1.bundle")).unwrap().uid();
+        let (real, _file) = open_upload(dir.path(), &uploads.join("u1.bundle"), me).unwrap();
+        assert_eq!(real, uploads.canonicalize().unwrap().join("u1.bundle"));
+        for bad in [
+            uploads.join("../elsewhere"),
+            uploads.join("link"),
+            uploads.join("inner-link"),
+            uploads.join("sub"),
+            uploads.join("fifo"),
+            uploads.join("missing"),
+            PathBuf::from("/dev/null"),
+        ] {
+            assert!(open_upload(dir.path(), &bad, me).is_err(), "{}", bad.display());
+        }
+        // Another uid's file in the folder is not this caller's upload.
+        assert!(open_upload(dir.path(), &uploads.join("u1.bundle"), me + 1).is_err());
     }
 
     /// A real socket: `status` in the supervisor's shape (so `hermes status` reads it), bad
@@ -273,7 +459,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let mode = std::fs::metadata(&path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap();
-        assert_eq!(mode & 0o777, 0o600);
+        // The manifest lets the admin UI connect: root's, group hermes-s-control, 0660.
+        assert_eq!(mode & 0o777, 0o660);
+        if nix::unistd::geteuid().is_root() {
+            let gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&path).unwrap());
+            assert_eq!(Some(gid), hermes_core::manifest::socket_gid(hermes_core::manifest::CONTROL_SOCKET));
+        }
         let (r, mut w) = stream.into_split();
         let mut lines = tokio::io::BufReader::new(r).lines();
         let mut ask = async |req: &str| -> serde_json::Value {

@@ -1,6 +1,6 @@
 //! A DHCPv4 client (RFC 2131) for one interface: DISCOVER, OFFER, REQUEST, ACK over a UDP
 //! socket bound to port 68 on that interface. The codec ([`encode`], [`parse`]) is sans-I/O;
-//! [`acquire`] does the exchange.
+//! [`acquire`] does the exchange. It asks for and reads option 42 (NTP servers) for `ntp`.
 //!
 //! What it is not: a full client. No INIT-REBOOT, no DECLINE after ARP probing, no relay
 //! agents; renewal is a new exchange at half the lease time, done by the caller.
@@ -30,6 +30,8 @@ pub struct Lease {
     pub dns: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
     pub lease_secs: u32,
+    /// NTP servers (option 42).
+    pub ntp: Vec<Ipv4Addr>,
 }
 
 /// A parsed server message.
@@ -43,6 +45,8 @@ pub struct Reply {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub lease_secs: Option<u32>,
+    /// Option 42, NTP servers (RFC 2132 §8.3).
+    pub ntp: Vec<Ipv4Addr>,
 }
 
 /// A client message (`DISCOVER`, or `REQUEST` for `requested` from `server`).
@@ -70,7 +74,7 @@ pub fn encode(kind: u8, xid: u32, mac: [u8; 6], requested: Option<(Ipv4Addr, Ipv
         p.push(name.len() as u8);
         p.extend_from_slice(name);
     }
-    p.extend_from_slice(&[55, 5, 1, 3, 6, 51, 54]);
+    p.extend_from_slice(&[55, 6, 1, 3, 6, 42, 51, 54]);
     p.push(255);
     while p.len() < 300 {
         p.push(0); // BOOTP minimum size, some servers insist
@@ -97,6 +101,7 @@ pub fn parse(p: &[u8], mac: [u8; 6]) -> Option<Reply> {
         router: None,
         dns: Vec::new(),
         lease_secs: None,
+        ntp: Vec::new(),
     };
     let mut i = 240;
     while i < p.len() {
@@ -115,6 +120,7 @@ pub fn parse(p: &[u8], mac: [u8; 6]) -> Option<Reply> {
             1 => r.mask = ip4(val),
             3 => r.router = ip4(val),
             6 => r.dns = val.chunks_exact(4).filter_map(ip4).collect(),
+            42 => r.ntp = val.chunks_exact(4).filter_map(ip4).take(8).collect(),
             51 if len == 4 => r.lease_secs = Some(u32::from_be_bytes(val.try_into().ok()?)),
             54 => r.server = ip4(val),
             _ => {}
@@ -164,6 +170,7 @@ pub fn acquire(interface: &str, mac: [u8; 6], hostname: &str, deadline: Duration
             dns: if ack.dns.is_empty() { offer.dns } else { ack.dns },
             server,
             lease_secs: ack.lease_secs.or(offer.lease_secs).unwrap_or(3600),
+            ntp: if ack.ntp.is_empty() { offer.ntp } else { ack.ntp },
         });
     }
     Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no DHCP answer on {interface}")))
@@ -197,7 +204,7 @@ mod tests {
         p[16..20].copy_from_slice(&[10, 0, 2, 15]);
         p.truncate(240);
         p.extend_from_slice(&[53, 1, kind, 1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 2, 2, 6, 4, 10, 0, 2, 3]);
-        p.extend_from_slice(&[51, 4, 0, 1, 81, 128, 54, 4, 10, 0, 2, 2, 255]);
+        p.extend_from_slice(&[51, 4, 0, 1, 81, 128, 54, 4, 10, 0, 2, 2, 42, 8, 10, 0, 2, 4, 192, 0, 2, 123, 255]);
         p
     }
 
@@ -212,6 +219,7 @@ mod tests {
         assert_eq!(r.dns, vec![Ipv4Addr::new(10, 0, 2, 3)]);
         assert_eq!(r.lease_secs, Some(86400));
         assert_eq!(r.server, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(r.ntp, vec![Ipv4Addr::new(10, 0, 2, 4), Ipv4Addr::new(192, 0, 2, 123)]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The EFI system partition and efivarfs at boot: find the ESP (FAT label `HERMES-ESP`, else
-//! the GPT partition type of an ESP), mount it read-write at [`crate::firmware::ESP_MOUNT`], and
+//! the GPT partition type of an ESP), check and repair its FAT with `fsck.fat` (a power cut
+//! mid-write leaves FAT inconsistent: it has no journal), mount it read-write at [`crate::firmware::ESP_MOUNT`], and
 //! mount efivarfs so the boot loader's variables (`LoaderEntrySelected`,
 //! `LoaderBootCountPath`) say which slot is running.
 //!
@@ -102,6 +103,46 @@ pub fn find() -> Option<String> {
         .map(|n| format!("/dev/{n}"))
 }
 
+/// dosfstools' checker, shipped in the image (`[image] tools`).
+pub const FSCK_FAT: &str = "/sbin/fsck.fat";
+
+/// Checks and repairs the FAT file system on `dev` before it is mounted read-write: FAT has no
+/// journal, so a power cut while a slot or a boot counter is written can leave the two FATs, a
+/// directory entry and its clusters out of step, and the kernel would then turn the mount
+/// read-only at the first inconsistency it meets (`errors=remount-ro`), refusing every later
+/// update (found by the QEMU power-cut test). `fsck.fat -a -w`: repair automatically (keeping
+/// the first FAT, freeing lost clusters, truncating or dropping broken entries), write at once.
+/// Returns the line to log, `None` when the file system was clean.
+pub fn check_esp(dev: &str) -> Option<String> {
+    let out = match std::process::Command::new(FSCK_FAT)
+        .args(["-a", "-w", dev])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("{FSCK_FAT} is not in this image: the ESP {dev} is mounted unchecked"));
+        }
+        Err(e) => return Some(format!("cannot run {FSCK_FAT} on the ESP {dev}: {e}")),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let detail: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("fsck.fat ")).take(6).collect();
+    match out.status.code() {
+        Some(0) => None,
+        Some(1) => Some(format!(
+            "the ESP {dev} was not cleanly unmounted (a power cut or a reset) and fsck.fat repaired it: {}",
+            detail.join("; ")
+        )),
+        code => Some(format!(
+            "fsck.fat could not repair the ESP {dev} (exit {}): {} {}",
+            code.map_or_else(|| "by a signal".to_string(), |c| c.to_string()),
+            detail.join("; "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
 /// Mounts `dev` (vfat) read-write at `target`, root only.
 pub fn mount_esp(dev: &str, target: &Path) -> nix::Result<()> {
     let _ = std::fs::create_dir_all(target);
@@ -152,6 +193,11 @@ pub fn bring_up() -> (Vec<String>, bool) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
         found = find();
+    }
+    if let Some(dev) = &found
+        && let Some(line) = check_esp(dev)
+    {
+        lines.push(line);
     }
     let mounted = match found {
         Some(dev) => match mount_esp(&dev, target) {

@@ -601,7 +601,12 @@ fn free_bytes(esp: &Path) -> Result<u64, FirmwareError> {
 /// Reads one bundle from a file or a raw block device (whose size is rounded up past the
 /// bundle: the header gives the length). Bounded by [`bundle::MAX_BUNDLE`].
 pub fn read_bundle(path: &Path) -> Result<Vec<u8>, FirmwareError> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    read_bundle_from(f, path)
+}
+
+/// [`read_bundle`] from a file already open (`path` names it in errors).
+pub fn read_bundle_from(mut f: std::fs::File, path: &Path) -> Result<Vec<u8>, FirmwareError> {
     let mut head = vec![0u8; bundle::PREFIX_LEN];
     read_full(&mut f, &mut head).map_err(io(path))?;
     let hlen = bundle::header_len(&head)?;

@@ -2,7 +2,8 @@
 //!
 //! Boot, in order: mount the API file systems (proc, sys, devtmpfs, devpts, /run, /tmp,
 //! cgroup2); load the kernel modules the manifest lists (`kmod`); mount `/data` (a volume
-//! labelled `hermes-data` once hw has provisioned the disks, else RAM); write the first-boot
+//! labelled `hermes-data` once hw has provisioned the disks, else RAM) and finish a factory
+//! reset asked before the last reboot (`system_ops`: erase `/data`); write the first-boot
 //! config and TLS certificate; set the hostname; bring the network up (`net`: static from
 //! `network.toml`, else DHCPv4); give each data path its owner (`services::apply_ownership`);
 //! start the watchdog; start the manifest's services as their own users in dependency order
@@ -29,6 +30,7 @@
 //! - services never run as root (`sys::drop_privileges`).
 
 pub mod appliance_config;
+pub mod carry;
 pub mod child;
 pub mod console;
 pub mod control;
@@ -40,9 +42,11 @@ pub mod log;
 pub mod mounts;
 pub mod net;
 pub mod netlink;
+pub mod ntp;
 pub mod reaper;
 pub mod services;
 pub mod sys;
+pub mod system_ops;
 pub mod trial;
 
 use hermes_core::manifest::{MANIFEST_PATH, Manifest};
@@ -168,6 +172,11 @@ fn boot_and_serve(started: Instant) -> Halt {
     if let (Some(why), Some(m)) = (&ram, &manifest) {
         ram_notice(m, why);
     }
+    // A factory reset asked before the last reboot (or cut short by a power cut) is finished
+    // before anything reads or writes /data: the log file, the config, ownership, services.
+    if ram.is_none() {
+        system_ops::resume_at_boot(Path::new(DATA));
+    }
     let _ = std::fs::create_dir_all(data.log_dir());
     log::attach_file(data.log_dir().join("console.log"));
 
@@ -270,7 +279,7 @@ fn ram_notice(manifest: &Manifest, why: &str) {
         held.join(", ")
     ));
     say(&format!(
-        "only {} run; to provision the disks: `hermes hw status` (or the admin UI's disk page, https://<this box>:8443) shows the bays; then on this console `hermes hw provision --level raid10 --bays 0-15 --spares 2 --yes` (your bays), and `reboot`",
+        "only {} run; to provision the disks: the admin UI's Disks page (https://<this box>:8443) shows the bays and provisions them, or on this console `hermes hw status`, then `hermes hw provision --level raid10 --bays 0-15 --spares 2 --yes` (your bays), and `reboot`",
         if runs.is_empty() { "init".to_string() } else { runs.join(", ") }
     ));
 }
@@ -342,6 +351,7 @@ async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant, ram:
             optional_modules: vec![],
         },
         services: vec![],
+        init: Default::default(),
     });
     let order = manifest.start_order().unwrap_or_default();
     let sup = services::Supervisor::new(manifest, data.clone(), exe.clone(), reaper.clone(), started, ram);
@@ -357,6 +367,8 @@ async fn serve(manifest: Option<Manifest>, data: DataDir, started: Instant, ram:
     tokio::spawn(console_loop(sup.clone(), halt_tx.clone()));
     let started_at = chrono::Utc::now().timestamp() - started.elapsed().as_secs() as i64;
     tokio::spawn(control::serve(sup.clone(), started_at, halt_tx.clone()));
+    // Time: SNTP against network.toml's `ntp` servers or DHCP's (steps the clock at boot).
+    tokio::spawn(ntp::run(data.config_dir().join("network.toml")));
     let trial = trial::TrialConfig::load(&data.config_dir().join("firmware.toml"));
     tokio::spawn(trial::watch(sup.clone(), trial, started, halt_tx.clone()));
 

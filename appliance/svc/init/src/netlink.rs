@@ -1,8 +1,10 @@
-//! Just enough rtnetlink to configure interfaces: bring a link up, add an address, add a
-//! default route. Messages are built by hand (the formats are fixed in `linux/rtnetlink.h`).
+//! Just enough rtnetlink to configure interfaces: bring a link up, add and remove an address,
+//! add and remove a default route, list the addresses and default routes (for the control
+//! socket's `network_status`). Messages are built and parsed by hand (the formats are fixed in
+//! `linux/rtnetlink.h`).
 //!
-//! What it is not: a netlink library. No dumps, no events; every request asks for an ACK and
-//! waits for it.
+//! What it is not: a netlink library. No events; every change asks for an ACK and waits for it;
+//! a dump reads until NLMSG_DONE (bounded by [`MAX_DUMP_MESSAGES`]).
 //!
 //! Invariants: every request is acknowledged or fails with the kernel's errno; nothing here
 //! blocks longer than [`ACK_TIMEOUT`].
@@ -20,8 +22,16 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTM_GETROUTE: u16 = 26;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
+/// Most messages one dump may return (a box has a handful of addresses and routes).
+pub const MAX_DUMP_MESSAGES: usize = 4096;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_REPLACE: u16 = 0x100;
@@ -133,6 +143,95 @@ pub fn parse_ack(buf: &[u8], seq: u32) -> Option<i32> {
     None
 }
 
+/// An address as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AddrEntry {
+    pub index: u32,
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+/// A default route as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteEntry {
+    pub index: Option<u32>,
+    pub gateway: IpAddr,
+}
+
+fn ip_from(family: u8, b: &[u8]) -> Option<IpAddr> {
+    if family == libc::AF_INET as u8 {
+        let a: [u8; 4] = b.get(..4)?.try_into().ok()?;
+        Some(IpAddr::from(a))
+    } else if family == libc::AF_INET6 as u8 {
+        let a: [u8; 16] = b.get(..16)?.try_into().ok()?;
+        Some(IpAddr::from(a))
+    } else {
+        None
+    }
+}
+
+/// The attributes after a fixed-size body: (kind, payload) pairs, bounded by `b`.
+fn attrs(b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 4 <= b.len() {
+        let len = u16::from_ne_bytes([b[off], b[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([b[off + 2], b[off + 3]]) & 0x3fff;
+        if len < 4 || off + len > b.len() {
+            break;
+        }
+        out.push((kind, &b[off + 4..off + len]));
+        off += (len + 3) & !3;
+    }
+    out
+}
+
+/// Splits a netlink buffer into (kind, payload) messages; `done` when NLMSG_DONE or an error
+/// ends the dump.
+pub fn split_messages(buf: &[u8]) -> (Vec<(u16, &[u8])>, bool) {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 16 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < 16 || off + len > buf.len() {
+            return (out, true);
+        }
+        if kind == NLMSG_DONE || kind == NLMSG_ERROR {
+            return (out, true);
+        }
+        out.push((kind, &buf[off + 16..off + len]));
+        off += (len + 3) & !3;
+    }
+    (out, false)
+}
+
+/// An RTM_NEWADDR payload (ifaddrmsg + attributes).
+pub fn parse_addr(p: &[u8]) -> Option<AddrEntry> {
+    let family = *p.first()?;
+    let prefix = *p.get(1)?;
+    let index = u32::from_ne_bytes(p.get(4..8)?.try_into().ok()?);
+    let list = attrs(p.get(8..)?);
+    let pick = |k| list.iter().find(|(kind, _)| *kind == k).and_then(|(_, v)| ip_from(family, v));
+    let address = pick(IFA_LOCAL).or_else(|| pick(IFA_ADDRESS))?;
+    Some(AddrEntry { index, address, prefix })
+}
+
+/// An RTM_NEWROUTE payload, if it is a default route with a gateway in the main table.
+pub fn parse_default_route(p: &[u8]) -> Option<RouteEntry> {
+    let family = *p.first()?;
+    let dst_len = *p.get(1)?;
+    let table = *p.get(4)?;
+    if dst_len != 0 || table != RT_TABLE_MAIN {
+        return None;
+    }
+    let list = attrs(p.get(12..)?);
+    let gateway = list.iter().find(|(k, _)| *k == RTA_GATEWAY).and_then(|(_, v)| ip_from(family, v))?;
+    let index =
+        list.iter().find(|(k, _)| *k == RTA_OIF).and_then(|(_, v)| v.get(..4)?.try_into().ok().map(u32::from_ne_bytes));
+    Some(RouteEntry { index, gateway })
+}
+
 impl Netlink {
     pub fn open() -> nix::Result<Netlink> {
         let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
@@ -168,6 +267,47 @@ impl Netlink {
 
     pub fn default_route(&mut self, index: u32, gateway: &IpAddr) -> nix::Result<()> {
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &default_route_body(index, gateway))
+    }
+
+    pub fn del_address(&mut self, index: u32, ip: &IpAddr, prefix: u8) -> nix::Result<()> {
+        self.request(RTM_DELADDR, 0, &addr_body(index, ip, prefix))
+    }
+
+    pub fn del_default_route(&mut self, index: u32, gateway: &IpAddr) -> nix::Result<()> {
+        self.request(RTM_DELROUTE, 0, &default_route_body(index, gateway))
+    }
+
+    fn dump(&mut self, kind: u16, body: &[u8]) -> nix::Result<Vec<Vec<u8>>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut msg = message(kind, NLM_F_DUMP, self.seq, body);
+        // A dump is answered with its messages and NLMSG_DONE, not with an ACK.
+        msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        sendto(self.fd.as_raw_fd(), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            let (msgs, done) = split_messages(&buf[..n]);
+            out.extend(msgs.into_iter().map(|(_, p)| p.to_vec()));
+            if done || n == 0 {
+                return Ok(out);
+            }
+            if out.len() > MAX_DUMP_MESSAGES {
+                return Err(nix::errno::Errno::EMSGSIZE);
+            }
+        }
+    }
+
+    /// Every address of every interface.
+    pub fn addresses(&mut self) -> nix::Result<Vec<AddrEntry>> {
+        let body = vec![libc::AF_UNSPEC as u8, 0, 0, 0, 0, 0, 0, 0];
+        Ok(self.dump(RTM_GETADDR, &body)?.iter().filter_map(|p| parse_addr(p)).collect())
+    }
+
+    /// The default routes of the main table.
+    pub fn default_routes(&mut self) -> nix::Result<Vec<RouteEntry>> {
+        let body = vec![libc::AF_UNSPEC as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        Ok(self.dump(RTM_GETROUTE, &body)?.iter().filter_map(|p| parse_default_route(p)).collect())
     }
 }
 
@@ -213,7 +353,24 @@ mod tests {
                     .map_err(|e| ("link", e))
                     .and_then(|()| nl.add_address(lo, &"127.0.0.2".parse().unwrap(), 8).map_err(|e| ("addr", e)))
                     .and_then(|()| nl.add_address(lo, &"192.0.2.7".parse().unwrap(), 24).map_err(|e| ("addr2", e)))
-                    .and_then(|()| nl.default_route(lo, &"192.0.2.1".parse().unwrap()).map_err(|e| ("route", e))),
+                    .and_then(|()| nl.default_route(lo, &"192.0.2.1".parse().unwrap()).map_err(|e| ("route", e)))
+                    .and_then(|()| {
+                        // Listed back, then removed, then gone from the lists.
+                        let addrs = nl.addresses().map_err(|e| ("dump", e))?;
+                        let routes = nl.default_routes().map_err(|e| ("dump routes", e))?;
+                        let want = AddrEntry { index: lo, address: "192.0.2.7".parse().unwrap(), prefix: 24 };
+                        if !addrs.contains(&want) || !routes.iter().any(|r| r.gateway.to_string() == "192.0.2.1") {
+                            return Err(("listed", nix::errno::Errno::ENOENT));
+                        }
+                        nl.del_default_route(lo, &"192.0.2.1".parse().unwrap()).map_err(|e| ("del route", e))?;
+                        nl.del_address(lo, &"192.0.2.7".parse().unwrap(), 24).map_err(|e| ("del addr", e))?;
+                        let addrs = nl.addresses().map_err(|e| ("dump", e))?;
+                        let routes = nl.default_routes().map_err(|e| ("dump routes", e))?;
+                        if addrs.contains(&want) || !routes.is_empty() {
+                            return Err(("still listed", nix::errno::Errno::EEXIST));
+                        }
+                        Ok(())
+                    }),
             )
         })
         .join()

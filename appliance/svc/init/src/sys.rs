@@ -104,6 +104,20 @@ pub fn drop_privileges(cmd: &mut Command, creds: Credentials) {
     }
 }
 
+/// Slews the system clock by `nanos` (positive: forward) with adjtime(3): the kernel speeds
+/// or slows the clock by 0.5 ms per second until the offset is absorbed, so time never jumps
+/// or runs backwards. A slew still in progress is replaced. Used by `ntp` for small offsets.
+pub fn slew_clock(nanos: i64) -> std::io::Result<()> {
+    let delta = libc::timeval {
+        tv_sec: nanos.div_euclid(1_000_000_000) as libc::time_t,
+        tv_usec: (nanos.rem_euclid(1_000_000_000) / 1000) as libc::suseconds_t,
+    };
+    // SAFETY: `delta` is a valid, initialised timeval that outlives the call; a null old-delta
+    // pointer is allowed (the previous adjustment is not reported back).
+    let rc = unsafe { libc::adjtime(&delta, std::ptr::null_mut()) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
 mod tests {
