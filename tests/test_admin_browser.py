@@ -151,12 +151,21 @@ def test_setup_domain_account_usage_quota_in_chromium(hermes_factory, browser):
     fill(d, {"max_message_bytes": "lots"}, "Save relay and limits")
     assert d.find_element(By.ID, "max_message_bytes-error").is_displayed()
     shot(d, "10-relay-error")
+    # The network form checks every field on the server: a bad static address is refused
+    # beside its field and nothing is saved.
+    d.get(base + "/system/network")
+    d.find_element(By.CSS_SELECTOR, "input[name='if0_mode'][value='static']").click()
+    fill(d, {"if0_name": "eth9", "if0_ipv4": "300.1.2.3/24"}, "Save and apply")
+    assert d.find_element(By.ID, "if0_ipv4-error").is_displayed(), d.page_source[:3000]
+    assert "Nothing was saved" in d.page_source
+    shot(d, "18-network-error")
     for path, name, text in [("/queue", "11-queue", "messages in the queue"),
                              ("/certificates", "12-certificates", "CN=localhost"),
                              ("/disks", "13-disks", "Disks and RAID"),
                              ("/logs", "14-logs", "Service logs"),
-                             ("/system", "15-system", "Configuration backup"),
-                             ("/firmware", "16-firmware", "Running version")]:
+                             ("/system", "15-system", "Reboot and factory reset"),
+                             ("/system/network", "17-network", "Network settings"),
+                             ("/firmware", "16-firmware", "Install an update")]:
         d.get(base + path)
         assert text in d.page_source, (path, d.page_source[:2000])
         assert d.find_element(By.TAG_NAME, "h1").text, path

@@ -1,16 +1,17 @@
 //! Server-side render time and size of every admin page at 50,000 accounts.
 //!
 //! ```text
-//! cargo run --release -p hermes-svc-admin --example page_times [-- ACCOUNTS [RUNS]]
+//! cargo run --release -p hermes-svc-admin --example page_times [-- ACCOUNTS [RUNS [ALIASES]]]
 //! ```
 //!
-//! Builds a data folder with ACCOUNTS (default 50,000) accounts in 10 domains, 200 aliases,
-//! 5 routes and 20 config versions, starts the admin service in-process on 127.0.0.1:0, signs
-//! in over HTTPS like a browser, then fetches each page RUNS times (default 20) and prints the
-//! median and the worst of its `Server-Timing: app;dur=` header (the time the server spent,
-//! without TLS and network) and the page size. The store, router, supervisor and health
-//! sockets are absent, so pages that ask them show "not running" (each such request fails at
-//! `connect`, so their time is not counted here; see docs/performance.md).
+//! Builds a data folder with ACCOUNTS (default 50,000) accounts in 10 domains, ALIASES
+//! (default 5,000) aliases, 5 routes and 20 config versions, starts the admin service
+//! in-process on 127.0.0.1:0, signs in over HTTPS like a browser, then fetches each page RUNS
+//! times (default 20) and prints the median and the worst of its `Server-Timing: app;dur=`
+//! header (the time the server spent, without TLS and network) and the page size. The store,
+//! router, supervisor and health sockets are absent, so pages that ask them show "not
+//! running" (each such request fails at `connect`, so their time is not counted here; see
+//! docs/performance.md).
 
 #![allow(clippy::unwrap_used, reason = "a benchmark: a panic is the failure report")]
 
@@ -89,6 +90,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let accounts: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50_000);
     let runs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let aliases: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5_000);
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path());
     hermes_runtime::tls::ensure_self_signed(&data, "localhost").unwrap();
@@ -109,7 +111,7 @@ async fn main() {
     for chunk in entries.chunks(5000) {
         directory.import_accounts(chunk).unwrap();
     }
-    for i in 0..200 {
+    for i in 0..aliases {
         let d = &domains[i % domains.len()];
         directory.add_alias(&format!("list{i}@{d}"), &[format!("user{:06}@{d}", i * 10 % accounts.max(1))]).unwrap();
     }
@@ -177,6 +179,8 @@ async fn main() {
         format!("/accounts?q=&domain=dept3.example.edu&page={}", accounts / 10 / 50),
         format!("/accounts/{first}"),
         "/aliases".into(),
+        format!("/aliases?q=&domain=&page={}", aliases / 100),
+        "/aliases?q=list12".into(),
         format!("/undelete?account={first}"),
         "/routes".into(),
         "/queue".into(),

@@ -24,9 +24,9 @@
 //! Invariants: every state-changing request is authenticated, passes the Origin check and a
 //! CSRF check (form field or `X-CSRF-Token`; API tokens are exempt since a browser never sends
 //! them by itself), and is written to the audit log; destructive actions (deleting an account
-//! or a domain, adding an admin, config apply and rollback) require the admin's password in the
-//! same request; no page loads anything from
-//! outside the box, and the CSP forbids scripts entirely.
+//! or a domain, adding an admin, config apply and rollback, reboot, factory reset, disk
+//! provisioning, installing a firmware update) require the admin's password in the same
+//! request; no page loads anything from outside the box, and the CSP forbids scripts entirely.
 
 pub mod admins;
 pub mod audit;

@@ -361,9 +361,78 @@ pub async fn usage(st: &Arc<AppState>, accounts: Vec<String>) -> Result<HashMap<
 
 // ---- aliases -----------------------------------------------------------------------------
 
+/// Every alias and catch-all (or those of one domain), in address order, from the alias index
+/// (a change made by the CLI shows at the next call).
 pub async fn list_aliases(st: &Arc<AppState>, domain: Option<String>) -> Result<Vec<Alias>, OpError> {
     let st = st.clone();
-    blocking(move || st.directory.list_aliases(domain.as_deref()).map_err(dir_error)).await
+    blocking(move || st.alias_index.list(domain.as_deref()).map(|all| all.to_vec()).map_err(dir_error)).await
+}
+
+/// Aliases per page unless the client asks otherwise.
+pub const ALIASES_PER_PAGE: usize = 100;
+/// Most aliases one page or API call returns.
+pub const MAX_ALIASES_PER_PAGE: usize = 1000;
+
+/// One page of aliases matching a search.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AliasPage {
+    /// Aliases matching the search, in all pages.
+    pub total: usize,
+    pub page: usize,
+    pub per_page: usize,
+    pub aliases: Vec<Alias>,
+}
+
+/// The aliases whose address or a target contains `q` (case-insensitive), in address order,
+/// page `page` (from 1) of `per_page` (at most [`MAX_ALIASES_PER_PAGE`]).
+pub async fn search_aliases(
+    st: &Arc<AppState>,
+    q: String,
+    domain: Option<String>,
+    page: usize,
+    per_page: usize,
+) -> Result<AliasPage, OpError> {
+    let st = st.clone();
+    blocking(move || {
+        // The index's list is shared (no copy); only the page's aliases are cloned.
+        let all = st.alias_index.list(domain.as_deref()).map_err(dir_error)?;
+        Ok(page_of(&all, &q, page, per_page))
+    })
+    .await
+}
+
+/// The paging and filtering of [`search_aliases`], over a list in address order.
+pub fn page_aliases(all: Vec<Alias>, q: &str, page: usize, per_page: usize) -> AliasPage {
+    page_of(&all, q, page, per_page)
+}
+
+fn page_of(all: &[Alias], q: &str, page: usize, per_page: usize) -> AliasPage {
+    let needle = q.trim().to_ascii_lowercase();
+    let per_page = per_page.clamp(1, MAX_ALIASES_PER_PAGE);
+    let page = page.max(1);
+    let skip = (page - 1).saturating_mul(per_page);
+    let mut total = 0;
+    let mut aliases = Vec::new();
+    for a in all {
+        // Addresses are stored lowercased; targets keep the case of their local part.
+        if needle.is_empty()
+            || a.address.contains(&needle)
+            || a.targets.iter().any(|t| contains_ignore_ascii_case(t, &needle))
+        {
+            if total >= skip && aliases.len() < per_page {
+                aliases.push(a.clone());
+            }
+            total += 1;
+        }
+    }
+    AliasPage { total, page, per_page, aliases }
+}
+
+/// `haystack` contains `needle_lower` (already ASCII-lowercased), ignoring ASCII case, without
+/// allocating.
+fn contains_ignore_ascii_case(haystack: &str, needle_lower: &str) -> bool {
+    let n = needle_lower.as_bytes();
+    n.is_empty() || haystack.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// Most targets typed into the form; the directory's own limit is higher (imports).
@@ -868,6 +937,29 @@ pub async fn generate_certificate(
 #[allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
 mod tests {
     use super::*;
+
+    /// 2,500 aliases: pages of 100 in address order, search over addresses and targets.
+    #[test]
+    fn alias_pages() {
+        let all: Vec<Alias> = (0..2500)
+            .map(|i| Alias {
+                address: format!("list{i:04}@example.org"),
+                targets: vec![format!("owner{}@Dept.example.org", i % 7)],
+                created: 0,
+            })
+            .collect();
+        let p = page_aliases(all.clone(), "", 3, 100);
+        assert_eq!((p.total, p.page, p.per_page, p.aliases.len()), (2500, 3, 100, 100));
+        assert_eq!(p.aliases[0].address, "list0200@example.org");
+        let last = page_aliases(all.clone(), "", 25, 100);
+        assert_eq!(last.aliases.last().unwrap().address, "list2499@example.org");
+        assert!(page_aliases(all.clone(), "", 26, 100).aliases.is_empty());
+        let hit = page_aliases(all.clone(), "LIST001", 1, 100);
+        assert_eq!(hit.total, 10);
+        let by_target = page_aliases(all.clone(), "owner3@dept", 1, 1000);
+        assert_eq!(by_target.total, 2500 / 7 + usize::from(2500 % 7 > 3));
+        assert_eq!(page_aliases(all, "", 0, 0).per_page, 1, "page and size are clamped");
+    }
 
     #[test]
     fn sizes_as_the_cli() {

@@ -6,8 +6,8 @@
 //! says so (the CLI's offline mode takes the queue lock, which the admin service must not).
 //!
 //! Invariants: message ids are checked before they are sent (letters and digits, at most
-//! [`MAX_ID_LEN`]); listing is paged in memory from one `list` answer (bounded by the control
-//! client); every change is audited (`queue.flush`, `queue.delete`, `queue.hold`,
+//! [`MAX_ID_LEN`]); listing is paged by the router (`list_page`: one page per answer);
+//! every change is audited (`queue.flush`, `queue.delete`, `queue.hold`,
 //! `queue.release`).
 
 use crate::ops::{Actor, OpError};
@@ -103,30 +103,26 @@ async fn ask(st: &Arc<AppState>, req: serde_json::Value) -> Result<serde_json::V
     }
 }
 
-/// One page of the queue, oldest first; `q` filters on id, sender and last reply.
+/// One page of the queue, oldest first; `q` filters on id, sender and last reply. The router
+/// filters, sorts and pages (`list_page`), so a page of a 100,000-message queue is one small
+/// answer.
 pub async fn list(st: &Arc<AppState>, q: &str, page: usize, per_page: usize) -> Result<QueuePage, OpError> {
     let per_page = per_page.clamp(1, MAX_PER_PAGE);
-    let v = ask(st, serde_json::json!({ "op": "list" })).await?;
-    let mut all: Vec<Summary> = match v.get("messages") {
-        Some(m) => serde_json::from_value(m.clone())
-            .map_err(|_| OpError::Unavailable("the router's answer was not understood".into()))?,
+    let v = ask(st, serde_json::json!({ "op": "list_page", "q": q.trim(), "page": page.max(1), "per_page": per_page }))
+        .await?;
+    let bad = || OpError::Unavailable("the router's answer was not understood".into());
+    let messages: Vec<Summary> = match v.get("messages") {
+        Some(m) => serde_json::from_value(m.clone()).map_err(|_| bad())?,
         None => Vec::new(),
     };
-    let needle = q.trim().to_lowercase();
-    if !needle.is_empty() {
-        all.retain(|m| {
-            m.id.to_lowercase().contains(&needle)
-                || m.from.to_lowercase().contains(&needle)
-                || m.last_reply.to_lowercase().contains(&needle)
-        });
-    }
-    all.sort_by(|a, b| a.arrival.cmp(&b.arrival).then_with(|| a.id.cmp(&b.id)));
-    let total = all.len();
-    let held = all.iter().filter(|m| m.hold).count();
-    let pages = total.div_ceil(per_page).max(1);
-    let page = page.clamp(1, pages);
-    let messages = all.into_iter().skip((page - 1) * per_page).take(per_page).collect();
-    Ok(QueuePage { total, held, page, per_page, messages })
+    let count = |k: &str| v.get("page").and_then(|p| p.get(k)).and_then(|x| x.as_u64()).map(|x| x as usize);
+    Ok(QueuePage {
+        total: count("total").unwrap_or(messages.len()),
+        held: count("held").unwrap_or(0),
+        page: count("page").unwrap_or(1),
+        per_page: count("per_page").unwrap_or(per_page),
+        messages,
+    })
 }
 
 /// One message's envelope and state.

@@ -1,12 +1,12 @@
 //! What every request handler shares: the data folder, the config, the directory, the admin
-//! store, sessions, the login throttle, the audit log and the account index.
+//! store, sessions, the login throttle, the audit log and the account and alias indexes.
 //!
 //! Invariant: built once at start ([`AppState::open`]); everything mutable inside is behind its
 //! own lock, so handlers share one `Arc<AppState>`.
 
 use crate::admins::AdminStore;
 use crate::audit::AuditLog;
-use crate::index::AccountIndex;
+use crate::index::{AccountIndex, AliasIndex};
 use crate::sessions::Sessions;
 use crate::throttle::Throttle;
 use anyhow::Context as _;
@@ -24,6 +24,8 @@ pub struct AppState {
     pub throttle: Throttle,
     pub audit: AuditLog,
     pub index: AccountIndex,
+    /// The alias list the Aliases page and API page and search (writes go to the directory).
+    pub alias_index: AliasIndex,
     /// Unix seconds when the service started.
     pub started_at: i64,
     /// Serialises config applies and rollbacks (read current, save history, replace).
@@ -82,6 +84,7 @@ impl AppState {
         let audit = AuditLog::new(admins.root().join("audit.log"));
         Ok(AppState {
             index: AccountIndex::new(directory.clone()),
+            alias_index: AliasIndex::new(directory.clone()),
             directory,
             admins,
             sessions: Sessions::default(),

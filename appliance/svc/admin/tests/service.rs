@@ -195,3 +195,159 @@ async fn per_ip_connection_limit_refuses_then_frees_slots_on_close() {
     assert_eq!(request(&s, "GET", "/login", "", "", "").await.status, 303, "no admin yet: /login sends to /setup");
     let _ = s.stop.map(|t| t.send(()));
 }
+
+/// First-boot setup as `hermes up` would run it: the session cookie and the Origin header.
+async fn signed_in(s: &Server) -> (String, String) {
+    let origin = format!("Origin: https://{}\r\n", s.addr);
+    let token = hermes_svc_admin::admins::AdminStore::open(&s.data).unwrap().issue_setup_token().unwrap().unwrap();
+    let page = request(s, "GET", "/setup", "", "", "").await;
+    let pre_cookie = format!("__Host-hermes_pre={}", page.cookie("__Host-hermes_pre").unwrap());
+    let body = format!(
+        "csrf={}&token={}&name=root&new_password=a-long-password&confirm=a-long-password",
+        page.csrf(),
+        enc(&token)
+    );
+    let r = request(s, "POST", "/setup", &pre_cookie, &origin, &body).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    (format!("__Host-hermes_admin={}", r.cookie("__Host-hermes_admin").unwrap()), origin)
+}
+
+/// Sends `head` and then a chunked body: `prefix`, `fill` bytes of filler, `suffix`, while
+/// reading the answer at the same time (the server may answer and close before the end).
+async fn chunked_upload(s: &Server, head: String, prefix: Vec<u8>, fill: u64, suffix: Vec<u8>) -> Reply {
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls_config(&s.data));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let chunk = |data: &[u8]| {
+            let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+            c.extend_from_slice(data);
+            c.extend_from_slice(b"\r\n");
+            c
+        };
+        wr.write_all(head.as_bytes()).await?;
+        // (An empty chunk would end the body.)
+        if !prefix.is_empty() {
+            wr.write_all(&chunk(&prefix)).await?;
+        }
+        let block = vec![0x5au8; 1024 * 1024];
+        let mut left = fill;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            wr.write_all(&chunk(&block[..n])).await?;
+            left -= n as u64;
+        }
+        if !suffix.is_empty() {
+            wr.write_all(&chunk(&suffix)).await?;
+        }
+        wr.write_all(b"0\r\n\r\n").await?;
+        wr.flush().await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(300), rd.read_to_end(&mut raw)).await.unwrap();
+    writer.abort();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Reply { status, head: head.to_string(), body: body.to_string() }
+}
+
+fn uploads(s: &Server) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(hermes_svc_admin::web::firmware_upload::uploads_dir(&s.data)) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The firmware upload's size bound holds for a body that never declares its length: the form
+/// and the API stream more than 256 MiB, chunked, and get 413 with nothing left in
+/// `DATA/admin/uploads`; a bundle within the bound reaches the control socket (none here: 503,
+/// the upload removed); stale uploads are removed when the service starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_upload_over_the_bound_is_413_and_leaves_nothing() {
+    use hermes_svc_admin::web::firmware_upload::{MAX_UPLOAD_BYTES, uploads_dir};
+    let s = start().await;
+    let (cookie, origin) = signed_in(&s).await;
+    let csrf = request(&s, "GET", "/firmware", &cookie, "", "").await.csrf();
+    let boundary = "hermes-test-boundary";
+    let prefix = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\na-long-password\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"big.bundle\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    let suffix = format!("\r\n--{boundary}--\r\n").into_bytes();
+    let form_head = |extra: &str| {
+        format!(
+            "POST /firmware/upload HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n{origin}{extra}\
+             Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n",
+            s.addr
+        )
+    };
+
+    // One byte over the bound, through the form.
+    let r = chunked_upload(&s, form_head(""), prefix.clone(), MAX_UPLOAD_BYTES + 1, suffix.clone()).await;
+    assert_eq!(r.status, 413, "{}", r.head);
+    assert!(r.body.contains("256 MiB"), "{}", r.body);
+    assert_eq!(uploads(&s), Vec::<std::path::PathBuf>::new());
+
+    // And through the API.
+    let api_head = format!(
+        "POST /api/firmware?reboot=0 HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n{origin}X-CSRF-Token: {csrf}\r\n\
+         X-Hermes-Password: a-long-password\r\nContent-Type: application/octet-stream\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        s.addr
+    );
+    let r = chunked_upload(&s, api_head.clone(), Vec::new(), MAX_UPLOAD_BYTES + 1, Vec::new()).await;
+    assert_eq!(r.status, 413, "{}", r.head);
+    assert!(r.body.contains("\"error\"") && r.body.contains("256 MiB"), "{}", r.body);
+    assert_eq!(uploads(&s), Vec::<std::path::PathBuf>::new());
+
+    // Part headers are not buffered without end: a csrf part whose headers never end.
+    let endless = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\nX-Pad: ").into_bytes();
+    let r = chunked_upload(&s, form_head(""), endless, 4 * 1024 * 1024, suffix.clone()).await;
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert!(r.body.contains("part headers were longer"), "{}", r.body);
+
+    // Within the bound: stored, handed to the control socket (nobody listens here), removed.
+    let r = chunked_upload(&s, form_head(""), prefix.clone(), 3 * 1024 * 1024, suffix.clone()).await;
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(r.body.contains("supervisor is not running"), "{}", r.body);
+    assert_eq!(uploads(&s), Vec::<std::path::PathBuf>::new());
+
+    // Every attempt is audited, with what was received when it got that far.
+    let audit = std::fs::read_to_string(s.data.root().join("admin/audit.log")).unwrap();
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "firmware.install")
+        .collect();
+    assert_eq!(entries.len(), 4, "{audit}");
+    assert!(entries.iter().all(|e| e["ok"] == false));
+    assert!(entries[3]["detail"].as_str().unwrap().starts_with(&format!("{} bytes, sha256 ", 3 * 1024 * 1024)));
+
+    // A leftover of a crash is removed when the service starts again.
+    let Server { stop, task, data, _dir, .. } = s;
+    stop.unwrap().send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    std::fs::write(uploads_dir(&data).join("0123.part"), b"half a bundle").unwrap();
+    let config = Config::from_toml("[admin]\nport = 0\n").unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let again = tokio::spawn(hermes_svc_admin::run_until(data.clone(), config, async move {
+        let _ = rx.await;
+    }));
+    for _ in 0..200 {
+        if std::fs::read_dir(uploads_dir(&data)).unwrap().count() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(std::fs::read_dir(uploads_dir(&data)).unwrap().count(), 0, "the stale upload is removed at start");
+    tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), again).await.unwrap().unwrap().unwrap();
+}

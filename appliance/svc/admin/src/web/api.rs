@@ -297,9 +297,24 @@ async fn account_delete(
 struct AliasQuery {
     #[serde(default)]
     domain: Option<String>,
+    /// With `page` (or `q` or `per_page`): one page, `{"total","page","per_page","aliases"}`;
+    /// without: the whole list, as before.
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    per_page: Option<usize>,
 }
 
 async fn aliases(ApiAuth(_): ApiAuth, st: St, Query(q): Query<AliasQuery>) -> Response {
+    if q.page.is_some() || q.q.is_some() || q.per_page.is_some() {
+        let per_page = q.per_page.unwrap_or(ops::ALIASES_PER_PAGE);
+        return match ops::search_aliases(&st, q.q.unwrap_or_default(), q.domain, q.page.unwrap_or(1), per_page).await {
+            Ok(p) => ok(p),
+            Err(e) => op_error(e),
+        };
+    }
     match ops::list_aliases(&st, q.domain).await {
         Ok(a) => ok(a),
         Err(e) => op_error(e),

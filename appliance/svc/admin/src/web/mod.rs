@@ -1,6 +1,7 @@
 //! HTTP: the routes, the security middleware and authentication.
 //!
-//! - [`router`]: every page and API route, the stylesheet, a 64 KiB body limit.
+//! - [`router`]: every page and API route, the stylesheet, a 64 KiB body limit (the firmware
+//!   upload alone streams up to 256 MiB to disk: [`firmware_upload`]).
 //! - [`guard`]: on every response the security headers (CSP without any script, frame-ancestors
 //!   none, HSTS, nosniff, referrers to this origin only, no caching of authenticated pages,
 //!   `Server-Timing: app;dur=<ms>` with the time the server spent); on every non-GET
@@ -19,8 +20,11 @@
 
 pub mod api;
 pub mod extra;
+pub mod firmware_upload;
 pub mod more;
+pub mod network;
 pub mod pages;
+pub mod system_ops;
 
 use crate::ops::Actor;
 use crate::run::PeerAddr;
@@ -47,6 +51,8 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; for
                        frame-ancestors 'none'; base-uri 'none'; script-src 'none'";
 
 pub fn router(state: SharedState) -> Router {
+    // Leftovers of a crashed admin service; no upload can be in flight before the router exists.
+    firmware_upload::remove_stale_uploads(&state.data);
     Router::new()
         .route("/", get(pages::dashboard))
         .route("/login", get(pages::login_page).post(pages::login_submit))
@@ -76,9 +82,28 @@ pub fn router(state: SharedState) -> Router {
         .route("/system/backup", get(more::backup))
         .route("/system/restore", post(more::restore))
         .route("/firmware", get(more::firmware))
+        // The two routes whose body may be larger than MAX_BODY_BYTES: a firmware bundle, read as
+        // a raw stream and bounded in firmware_upload.rs (GET /api/firmware is api.rs's).
+        .route("/firmware/upload", post(firmware_upload::form_upload))
+        .route("/api/firmware", post(firmware_upload::api_upload))
         .route("/disks", get(more::disks))
         .route("/disks/selftest", post(more::selftest))
         .route("/disks/scrub", post(more::scrub))
+        .route("/system/power", get(system_ops::power_page))
+        .route("/system/reboot", post(system_ops::reboot_submit))
+        .route("/system/factory-reset", post(system_ops::factory_reset_submit))
+        .route("/disks/provision", get(system_ops::provision_page).post(system_ops::provision_submit))
+        .route("/api/system/reboot", post(system_ops::api_reboot))
+        .route("/api/system/factory-reset", post(system_ops::api_factory_reset))
+        .route("/api/disks/provision", post(system_ops::api_provision))
+        .route("/system/network", get(network::network_page).post(network::network_submit))
+        .route("/system/network/confirm", post(network::confirm_submit))
+        .route("/system/time", post(network::time_set_submit))
+        .route("/system/time/sync", post(network::time_sync_submit))
+        .route("/api/system/network", get(network::api_get).put(network::api_put))
+        .route("/api/system/network/confirm", post(network::api_confirm))
+        .route("/api/system/time", get(network::api_time).put(network::api_time_set))
+        .route("/api/system/time/sync", post(network::api_time_sync))
         .route("/logs", get(pages::logs))
         .route("/tokens", get(pages::tokens).post(pages::token_create))
         .route("/tokens/{id}/revoke", post(pages::token_revoke))

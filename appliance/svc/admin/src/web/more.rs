@@ -267,12 +267,12 @@ async fn system_markup(
                 dt { "Hermes version" } dd { (info.version) " · " a href="/firmware" { "Firmware…" } }
                 dt { "System up" } dd { (info.system_uptime.map(|s| uptime(s as i64)).unwrap_or_else(|| "n/a".into())) }
                 dt { "Services up" } dd { (info.service_uptime.map(uptime).unwrap_or_else(|| "n/a (supervisor not answering)".into())) }
+                dt { "Network and time" } dd { a href="/system/network" { "Interfaces, DNS, NTP and the clock…" } }
                 dt { "Running as" } dd { @if info.appliance { "the Hermes appliance (init)" } @else { "host mode (" code { "hermes up" } ")" } }
             }
-            p.muted { "The host name is set on the Config page (" code { "server.hostname" } "). "
-                @if info.appliance { "Reboot and factory reset are not offered here yet: the appliance's init has no such operation on its control socket." }
-                @else { "Reboot and factory reset apply to the appliance only; in host mode, stop and start " code { "hermes up" } " instead." } }
+            p.muted { "The host name is set on the Config page (" code { "server.hostname" } ")." }
         }
+        (super::system_ops::power_section(a, &info.hostname, info.appliance, None))
         section.card aria-labelledby="bak-h" {
             h2 #bak-h { "Configuration backup" }
             p { a href="/system/backup" download { "Download hermes.toml" } " — the configuration in force (route AUTH passwords included: keep it safe). Accounts, mail and certificates are not in it." }
@@ -354,8 +354,15 @@ fn json_text(v: &serde_json::Value) -> String {
 }
 
 pub async fn firmware(PageAuth(a): PageAuth, st: St) -> Response {
-    let info = system_info(&st).await;
+    page(StatusCode::OK, firmware_page(&st, &a, None).await)
+}
+
+/// The Firmware page: the running version, the slots, the upload form
+/// ([`super::firmware_upload`]), and `notice` (an upload's result) first.
+pub(crate) async fn firmware_page(st: &St, a: &Authed, notice: Option<Markup>) -> Markup {
+    let info = system_info(st).await;
     let body = html! {
+        @if let Some(n) = notice { (n) }
         section.card {
             h2 { "Running version" }
             p { "Hermes " strong { (info.version) } }
@@ -383,15 +390,15 @@ pub async fn firmware(PageAuth(a): PageAuth, st: St) -> Response {
                         }
                         _ => { p { "No slots reported." } }
                     }
-                    p.muted { "Installing an update from this page is not offered yet (bundles are far larger than a form upload here allows); use the appliance console." }
                 }
                 None => {
-                    p { "Firmware updates apply to the appliance image: this box runs in host mode (" code { "hermes up" } "), where you update by installing a new " code { "hermes" } " binary." }
+                    p { "Firmware updates apply to the appliance image: this box runs in host mode (" code { "hermes up" } "), where you update by installing a new " code { "hermes" } " binary. The supervisor of " code { "hermes up" } " installs no bundle, so an upload below is refused." }
                 }
             }
         }
+        (super::firmware_upload::form_markup(a))
     };
-    page(StatusCode::OK, layout("Firmware", "system", Some(&a), take_flash(&a, &st), body))
+    layout("Firmware", "system", Some(a), take_flash(a, st), body)
 }
 
 // ---- disks and RAID -----------------------------------------------------------------------
@@ -540,10 +547,14 @@ pub async fn disks(PageAuth(a): PageAuth, st: St, Query(dq): Query<DisksQuery>) 
                             }
                         }
                     }
-                    p.muted { "Provisioning a new array is destructive; use " code { "hermes hw provision" } " on the console for now." }
                 }
             }
             Err(e) => { section.card { p.flash.warn role="status" { (e.to_string()) "." } } }
+        }
+        @if r.as_ref().is_ok_and(|resp| resp.status.as_ref().is_some_and(|s| !s.arrays.is_empty())) {
+            p.muted { "The data disks are provisioned. " a href="/disks/provision" { "Provisioning" } " is refused while " code { "/data" } " is on them." }
+        } @else {
+            (super::system_ops::provision_section(&a, &Default::default(), None))
         }
     };
     page(StatusCode::OK, layout("Disks and RAID", "disks", Some(&a), take_flash(&a, &st), body))

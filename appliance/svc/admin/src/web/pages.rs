@@ -988,8 +988,21 @@ pub struct AliasForm {
     targets: String,
 }
 
-async fn aliases_markup(st: &St, a: &Authed, err: Option<&OpError>, typed: &AliasForm) -> Markup {
-    let list = ops::list_aliases(st, None).await;
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AliasQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+async fn aliases_markup(st: &St, a: &Authed, query: &AliasQuery, err: Option<&OpError>, typed: &AliasForm) -> Markup {
+    let domain = (!query.domain.is_empty()).then(|| query.domain.clone());
+    let list =
+        ops::search_aliases(st, query.q.clone(), domain.clone(), query.page.unwrap_or(1), ops::ALIASES_PER_PAGE).await;
+    let link = |p: usize| format!("/aliases?q={}&domain={}&page={p}", q(&query.q), q(&query.domain));
     let body = html! {
         section.card {
             h2 { "Add or replace an alias" }
@@ -1007,13 +1020,21 @@ async fn aliases_markup(st: &St, a: &Authed, err: Option<&OpError>, typed: &Alia
         }
         section.card {
             h2 { "Aliases" }
+            form.inline method="get" action="/aliases" role="search" {
+                label for="aq" { "Alias or target contains" }
+                input #aq name="q" type="search" value=(query.q) maxlength="320";
+                @if let Some(d) = &domain { input type="hidden" name="domain" value=(d); }
+                button type="submit" { "Search" }
+            }
             @match &list {
-                Ok(list) if list.is_empty() => { p { "No aliases." } }
-                Ok(list) => {
+                Ok(p) if p.total == 0 => { p { @if query.q.is_empty() { "No aliases." } @else { "No alias matches." } } }
+                Ok(p) => {
+                    @let pages = p.total.div_ceil(p.per_page).max(1);
+                    p.muted { (p.total) " aliases" @if let Some(d) = &domain { " in " (d) } " · page " (p.page) " of " (pages) }
                     table {
                         thead { tr { th scope="col" { "Alias" } th scope="col" { "Targets" } th scope="col" { span.sr { "Actions" } } } }
                         tbody {
-                            @for al in list {
+                            @for al in &p.aliases {
                                 tr {
                                     td { (al.address) }
                                     td { (al.targets.join(", ")) }
@@ -1027,6 +1048,10 @@ async fn aliases_markup(st: &St, a: &Authed, err: Option<&OpError>, typed: &Alia
                             }
                         }
                     }
+                    nav.pager aria-label="Pages" {
+                        @if p.page > 1 { a href=(link(p.page - 1)) rel="prev" { "← Previous" } }
+                        @if p.page < pages { a href=(link(p.page + 1)) rel="next" { "Next →" } }
+                    }
                 }
                 Err(e) => { p.flash.err { (e.to_string()) } }
             }
@@ -1035,8 +1060,8 @@ async fn aliases_markup(st: &St, a: &Authed, err: Option<&OpError>, typed: &Alia
     layout("Aliases", "aliases", Some(a), take_flash(a, st), body)
 }
 
-pub async fn aliases(PageAuth(a): PageAuth, st: St) -> Response {
-    page(StatusCode::OK, aliases_markup(&st, &a, None, &AliasForm::default()).await)
+pub async fn aliases(PageAuth(a): PageAuth, st: St, Query(query): Query<AliasQuery>) -> Response {
+    page(StatusCode::OK, aliases_markup(&st, &a, &query, None, &AliasForm::default()).await)
 }
 
 pub async fn alias_add(st: St, SessionForm(a, f): SessionForm<AliasForm>) -> Response {
@@ -1047,7 +1072,7 @@ pub async fn alias_add(st: St, SessionForm(a, f): SessionForm<AliasForm>) -> Res
         }
         Err(e) => page(
             StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-            aliases_markup(&st, &a, Some(&e), &f).await,
+            aliases_markup(&st, &a, &AliasQuery::default(), Some(&e), &f).await,
         ),
     }
 }
