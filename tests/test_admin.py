@@ -229,6 +229,33 @@ def test_aliases_via_forms(admin, server):
     assert "team@forms.example" not in server.cli("alias", "list").stdout.decode()
 
 
+def test_alias_list_is_searched_and_paged(admin, server):
+    """2,500 aliases would make an unpaged list pass 200 KB: pages of 100 (API: per_page), in
+    address order, searched by address or target; one made with the CLI shows at the next view."""
+    assert server.cli("domain", "add", "paged.example").returncode == 0
+    for i in range(130):
+        r = admin.api("POST", "/api/aliases", json={"address": f"list{i:03}@paged.example",
+                                                     "targets": [f"owner{i % 4}@elsewhere.example"]})
+        assert r.status == 201, r
+    r = admin.api("GET", "/api/aliases?domain=paged.example&page=2&per_page=50")
+    assert r.status == 200, r
+    p = r.json()
+    assert (p["total"], p["page"], p["per_page"]) == (130, 2, 50), p
+    assert [a["address"] for a in p["aliases"]] == [f"list{i:03}@paged.example" for i in range(50, 100)]
+    p = admin.api("GET", "/api/aliases?domain=paged.example&page=9&per_page=50").json()
+    assert p["page"] == 3 and len(p["aliases"]) == 30, "a page past the end is the last one"
+    p = admin.api("GET", "/api/aliases?q=OWNER3@elsewhere&per_page=1000").json()
+    assert p["total"] == 32 and all("owner3@elsewhere.example" in a["targets"] for a in p["aliases"]), p
+    # The whole list without page parameters, as before.
+    assert len([a for a in admin.api("GET", "/api/aliases?domain=paged.example").json()]) == 130
+    page = admin.get("/aliases?q=paged.example").text
+    assert "130 aliases" in page and "page 1 of 2" in page and 'rel="next"' in page, page[:3000]
+    assert "list099@paged.example" in page and "list100@paged.example" not in page
+    assert admin.get("/aliases?q=paged.example&page=2").text.count("@paged.example</td>") == 30
+    assert server.cli("alias", "add", "cli-made@paged.example", "x@elsewhere.example").returncode == 0
+    assert "cli-made@paged.example" in admin.get("/aliases?q=cli-made").text
+
+
 def test_delete_account_requires_reauthentication(admin, server):
     r = admin.post_form("/accounts", {"address": "gone@forms.example", "password": "gone-password-1", "quota": ""})
     assert r.status == 303

@@ -409,22 +409,19 @@ pub fn page_aliases(all: Vec<Alias>, q: &str, page: usize, per_page: usize) -> A
 fn page_of(all: &[Alias], q: &str, page: usize, per_page: usize) -> AliasPage {
     let needle = q.trim().to_ascii_lowercase();
     let per_page = per_page.clamp(1, MAX_ALIASES_PER_PAGE);
-    let page = page.max(1);
-    let skip = (page - 1).saturating_mul(per_page);
-    let mut total = 0;
-    let mut aliases = Vec::new();
-    for a in all {
-        // Addresses are stored lowercased; targets keep the case of their local part.
-        if needle.is_empty()
-            || a.address.contains(&needle)
-            || a.targets.iter().any(|t| contains_ignore_ascii_case(t, &needle))
-        {
-            if total >= skip && aliases.len() < per_page {
-                aliases.push(a.clone());
-            }
-            total += 1;
-        }
-    }
+    // Addresses are stored lowercased; targets keep the case of their local part.
+    let matching: Vec<&Alias> = all
+        .iter()
+        .filter(|a| {
+            needle.is_empty()
+                || a.address.contains(&needle)
+                || a.targets.iter().any(|t| contains_ignore_ascii_case(t, &needle))
+        })
+        .collect();
+    let total = matching.len();
+    // A page past the end is the last one (as in the queue).
+    let page = page.clamp(1, total.div_ceil(per_page).max(1));
+    let aliases = matching.into_iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
     AliasPage { total, page, per_page, aliases }
 }
 
@@ -953,7 +950,8 @@ mod tests {
         assert_eq!(p.aliases[0].address, "list0200@example.org");
         let last = page_aliases(all.clone(), "", 25, 100);
         assert_eq!(last.aliases.last().unwrap().address, "list2499@example.org");
-        assert!(page_aliases(all.clone(), "", 26, 100).aliases.is_empty());
+        let past = page_aliases(all.clone(), "", 26, 100);
+        assert_eq!((past.page, past.aliases.len()), (25, 100), "a page past the end is the last one");
         let hit = page_aliases(all.clone(), "LIST001", 1, 100);
         assert_eq!(hit.total, 10);
         let by_target = page_aliases(all.clone(), "owner3@dept", 1, 1000);

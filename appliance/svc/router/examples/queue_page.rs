@@ -25,7 +25,7 @@ fn main() {
             let k = i.wrapping_mul(7919) % n.max(1);
             Summary {
                 id: format!("01J{k:017}"),
-                from: if k % 10 == 0 {
+                from: if k.is_multiple_of(10) {
                     format!("owner-list{k}@lists.example.edu")
                 } else {
                     format!("user{k}@dept3.example.edu")
@@ -36,7 +36,7 @@ fn main() {
                 pending: 1,
                 attempts: k % 12,
                 next_retry: 1_780_500_000 + i64::from(k),
-                hold: k % 1000 == 0,
+                hold: k.is_multiple_of(1000),
                 last_reply: "451 4.7.1 greylisted, try again later (mx1.dept3.example.edu)".into(),
             }
         })
