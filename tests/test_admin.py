@@ -197,22 +197,40 @@ def test_usage_from_the_store_and_search_paging(admin, server):
 
 
 def test_undelete_lists_and_restores_through_the_store(admin, server):
-    server.deliver("dora@forms.example", make_message("to be expunged"))
     c = server.imap("dora@forms.example", "dora-password-1")
+    before = int(c.select("INBOX", readonly=True)[1][0])
+    c.logout()
+    server.deliver("dora@forms.example", make_message(
+        "=?UTF-8?Q?to_be_expunged:_R=C3=BCckfrage?= <b>", sender="=?utf-8?B?UmVnaXN0cmFy?= <r@reg.example>",
+        date="Tue, 24 Nov 2026 09:15:00 +0100", marker="undel-admin"))
+    c = server.imap("dora@forms.example", "dora-password-1")
+    # Malformed: no field has a colon and the bytes are not UTF-8.
+    assert c.append("INBOX", None, None, b"no colon \xff here\r\n\r\nbody\r\n")[0] == "OK"
     c.select("INBOX")
-    typ, data = c.search(None, "SUBJECT", '"to be expunged"')
-    c.store(data[0].split()[0], "+FLAGS", "\\Deleted")
+    c.store(f"{before + 1}:*", "+FLAGS", "\\Deleted")
     c.expunge()
     c.logout()
     r = admin.get("/undelete?account=dora%40forms.example&mailbox=INBOX")
-    assert r.status == 200 and "1 restorable messages" in r.text, r
+    assert r.status == 200 and "2 restorable messages" in r.text, r
+    # Subject first, then From and Date, decoded and escaped.
+    assert r.text.index(">Subject<") < r.text.index(">From<") < r.text.index(">Date<") < r.text.index(">Expunged<")
+    assert "to be expunged: Rückfrage &lt;b&gt;" in r.text and "<b>" not in r.text.split("<main", 1)[-1], r.text
+    assert "Registrar &lt;r@reg.example&gt;" in r.text and "Tue, 24 Nov 2026 09:15:00 +0100" in r.text, r.text
+    assert "(no subject)" in r.text
+    j = admin.api("GET", "/api/undelete?account=dora%40forms.example").json()
+    by_subject = {m.get("subject", ""): m for m in j["messages"]}
+    assert set(by_subject) == {"to be expunged: Rückfrage <b>", ""}, j
+    m = by_subject["to be expunged: Rückfrage <b>"]
+    assert (m["from"], m["date"], m["message_id"]) == (
+        "Registrar <r@reg.example>", "Tue, 24 Nov 2026 09:15:00 +0100", "<undel-admin@test.example.org>"), m
+    assert not any(by_subject[""].get(k) for k in ("from", "date", "message_id")), j
     r = admin.post_form("/undelete", {"account": "dora@forms.example", "mailbox": "INBOX", "since": "", "until": ""},
                         csrf_from="/undelete?account=dora%40forms.example")
     assert r.status == 303, r
-    assert "Restored 1 messages" in admin.get(r.header("Location")).text
+    assert "Restored 2 messages" in admin.get(r.header("Location")).text
     c = server.imap("dora@forms.example", "dora-password-1")
     c.select("INBOX")
-    assert c.search(None, "SUBJECT", '"to be expunged"')[1][0], "restored into INBOX"
+    assert c.search(None, "HEADER", "Message-ID", "undel-admin")[1][0], "restored into INBOX"
     c.logout()
     r = admin.get("/undelete?account=dora%40forms.example&since=2026-13-01")
     assert 'id="since-error"' in r.text

@@ -277,3 +277,50 @@ def test_reload_and_stats_over_the_control_socket_and_sighup(hermes_factory):
     wait_for(temporary_again, 10, what="SIGHUP reload")
     assert control(h, {"op": "reload"}) == {"ok": True, "account": "", "listed": False, "messages": [],
                                             "offline": False, "applied": [], "restart_needed": []}
+
+
+def test_undelete_listing_shows_each_message_header(hermes_factory):
+    """The listing carries Date, From and Subject (RFC 2047 decoded) and Message-ID, read from
+    the retained message's header; a message with a malformed or missing header still lists."""
+    h = hermes_factory()
+    subject = "=?UTF-8?Q?Verl=C3=A4ngerung_Ihrer_Domain_?= =?utf-8?B?ZXhhbXBsZS5vcmcg4oCU?= bitte"
+    sender = "=?iso-8859-1?Q?R=E9gistrar_S=E4rl?= <billing@registrar.example>"
+    msg = make_message(subject, sender=sender, marker="registrar-1", date="Tue, 24 Nov 2026 09:15:00 +0100")
+    assert h.deliver(CAROL, msg)[CAROL][0] == 250
+    c = h.imap(CAROL)
+    c.select("INBOX")
+    # No field has a colon, the "header" has bytes that are not UTF-8, and there is no body.
+    assert c.append("INBOX", None, None, b"garbage line \xff\xfe without colon\r\n=?utf-8?B?!!?=\r\n")[0] == "OK"
+    # An empty header: the message starts with its blank line.
+    assert c.append("INBOX", None, None, b"\r\nSubject: only in the body\r\n")[0] == "OK"
+    c.uid("STORE", "1:*", "+FLAGS", r"(\Deleted)")
+    c.expunge()
+    c.logout()
+
+    js = json.loads(undelete(h, CAROL, "--list", "--json").stdout)
+    assert js["ok"] and not js["offline"], js
+    by_uid = {m["uid"]: m for m in js["messages"]}
+    assert sorted(by_uid) == [1, 2, 3], js
+    m = by_uid[1]
+    assert m["subject"] == "Verlängerung Ihrer Domain example.org — bitte", m
+    assert m["from"] == "Régistrar Särl <billing@registrar.example>", m
+    assert m["date"] == "Tue, 24 Nov 2026 09:15:00 +0100", m
+    assert m["message_id"] == "<registrar-1@test.example.org>", m
+    for uid in (2, 3):
+        assert not any(by_uid[uid].get(k) for k in ("subject", "from", "date", "message_id")), by_uid[uid]
+        assert by_uid[uid]["size"] > 0
+
+    text = undelete(h, CAROL, "--list").stdout.decode()
+    assert "3 restorable messages" in text, text
+    assert "Subject: Verlängerung Ihrer Domain example.org — bitte" in text, text
+    assert "From: Régistrar Särl <billing@registrar.example>" in text, text
+    assert "Date: Tue, 24 Nov 2026 09:15:00 +0100" in text, text
+    assert text.count("Subject: (none)") == 2, text
+
+    # The same with the server stopped (the CLI reads the store itself).
+    assert h.stop() == 0
+    js = json.loads(undelete(h, CAROL, "--list", "--json", "--mailbox", "INBOX").stdout)
+    assert js["offline"] and js["messages"][0]["subject"] == "Verlängerung Ihrer Domain example.org — bitte", js
+    # A restore answers without the header fields (it need not read them).
+    js = json.loads(undelete(h, CAROL, "--json").stdout)
+    assert [m["uid"] for m in js["messages"]] == [1, 2, 3] and "subject" not in js["messages"][0], js

@@ -256,7 +256,7 @@ pub struct UndeleteArgs {
     /// Only messages expunged before T: RFC 3339, or YYYY-MM-DD (that whole day included).
     #[arg(long, value_name = "T")]
     pub until: Option<String>,
-    /// List what would be restored; change nothing.
+    /// List what would be restored (with each message's Subject, From and Date); change nothing.
     #[arg(long)]
     pub list: bool,
     /// Print the result as JSON.

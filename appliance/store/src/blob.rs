@@ -78,6 +78,60 @@ pub(crate) fn read(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// Reads and decompresses the start of a message file: up to and including the blank line that
+/// ends its header, or at most `limit` bytes when no blank line comes first (a header without a
+/// body, or a hostile one). Decompresses only as much as it returns (plus one read's worth).
+pub(crate) fn read_head(path: &Path, limit: usize) -> Result<Vec<u8>, StoreError> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NoSuchMessage),
+        Err(e) => return Err(e.into()),
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(f)?;
+    let mut out: Vec<u8> = Vec::with_capacity(limit.min(16 * 1024));
+    let mut chunk = [0u8; 4096];
+    while out.len() < limit {
+        let want = chunk.len().min(limit - out.len());
+        let n = decoder
+            .read(chunk.get_mut(..want).unwrap_or_default())
+            .map_err(|e| StoreError::Corrupt(format!("message file {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        // Search from just before the new bytes, so a blank line split across reads is found.
+        let from = out.len().saturating_sub(3);
+        out.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if let Some(end) = header_end(&out, from) {
+            out.truncate(end);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The index just past the first blank line (LF LF or LF CR LF) at or after `from`, if any; a
+/// message that starts with a blank line has an empty header.
+fn header_end(buf: &[u8], from: usize) -> Option<usize> {
+    if from == 0 {
+        if buf.starts_with(b"\n") {
+            return Some(1);
+        }
+        if buf.starts_with(b"\r\n") {
+            return Some(2);
+        }
+    }
+    let mut i = from;
+    while let Some(rel) = buf.get(i..).and_then(|rest| rest.iter().position(|&c| c == b'\n')) {
+        let lf = i + rel;
+        match (buf.get(lf + 1), buf.get(lf + 2)) {
+            (Some(b'\n'), _) => return Some(lf + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(lf + 3),
+            _ => i = lf + 1,
+        }
+    }
+    None
+}
+
 /// fsyncs a directory so that names created or removed in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)?.sync_all()?;

@@ -575,6 +575,13 @@ impl UserStore {
     pub fn list_retained(&self, filter: &RetainedFilter) -> Vec<RetainedMessage> {
         self.inner.list_retained(filter)
     }
+    /// The header of a retained message (as [`UserStore::list_retained`] names it: original
+    /// mailbox and UID), up to and including the blank line that ends it, or its first `limit`
+    /// bytes when no blank line comes sooner. Only that much is decompressed: listing thousands
+    /// of retained messages stays cheap. [`StoreError::NoSuchMessage`] once purged or restored.
+    pub fn read_retained_header(&self, mailbox: MailboxId, uid: u32, limit: usize) -> Result<Vec<u8>, StoreError> {
+        self.inner.read_retained_header(mailbox, uid, limit)
+    }
     /// Restores the retained messages matching `filter` (one change-log record, durable on
     /// return): each goes back to its mailbox if that still exists (by id, even if renamed),
     /// else to the mailbox now holding its original name, else to that name recreated (with

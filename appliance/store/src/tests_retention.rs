@@ -555,3 +555,36 @@ fn kill_minus_nine_during_purges_loses_nothing_live_and_leaks_no_file() {
         assert_eq!(u.usage_detail().retained_messages, 0);
     }
 }
+
+#[test]
+fn retained_headers_are_read_up_to_their_blank_line_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let u = store.user(&uid(3)).unwrap();
+    let inbox = u.mailbox("INBOX").unwrap().id;
+    // The blank line straddles the 4 KiB read size in the second message (CRLF CRLF split).
+    let pad = "x".repeat(4096 - "X-Pad: \r\n".len());
+    let raws: Vec<Vec<u8>> = vec![
+        b"Subject: one\r\nFrom: a@b\r\n\r\nbody one\r\n".to_vec(),
+        format!("X-Pad: {pad}\r\n\r\nbody two\r\n").into_bytes(),
+        b"Subject: lf only\n\nbody three\n".to_vec(),
+        b"Subject: no body, no blank line\r\n".to_vec(),
+        format!("Subject: huge\r\nX-Big: {}\r\n\r\nbody\r\n", "y".repeat(100_000)).into_bytes(),
+        b"\r\nSubject: in the body\r\n".to_vec(),
+    ];
+    u.append(inbox, raws.iter().map(|r| NewMessage { raw: r.clone(), flags: deleted(), internal_date: None }).collect())
+        .unwrap();
+    u.expunge(inbox, None).unwrap();
+    let head = |n: u32| u.read_retained_header(inbox, n, 64 * 1024).unwrap();
+    assert_eq!(head(1), b"Subject: one\r\nFrom: a@b\r\n\r\n");
+    let two = head(2);
+    assert!(two.ends_with(b"\r\n\r\n") && two.len() == 4098, "{}", two.len());
+    assert_eq!(head(3), b"Subject: lf only\n\n");
+    assert_eq!(head(4), raws[3]);
+    assert_eq!(head(5).len(), 64 * 1024, "a header beyond the limit is cut there");
+    assert_eq!(head(6), b"\r\n");
+    assert!(matches!(u.read_retained_header(inbox, 9, 1024), Err(StoreError::NoSuchMessage)));
+    // Live (not retained) messages are not readable this way; restored ones no longer are.
+    u.undelete(&RetainedFilter::default()).unwrap();
+    assert!(matches!(u.read_retained_header(inbox, 1, 1024), Err(StoreError::NoSuchMessage)));
+}

@@ -1089,6 +1089,12 @@ impl UserInner {
         })
     }
 
+    pub(crate) fn read_retained_header(&self, mailbox: MailboxId, uid: u32, limit: usize) -> Result<Vec<u8>, StoreError> {
+        let file = self.read(|st| st.retained.get(&(mailbox, uid)).map(|r| r.file));
+        let file = file.ok_or(StoreError::NoSuchMessage)?;
+        blob::read_head(&blob::path_in(&self.msgs, file), limit)
+    }
+
     pub(crate) fn undelete(&self, filter: &RetainedFilter) -> Result<Vec<Restored>, StoreError> {
         self.commit(|st, tx| {
             // Key order: by original mailbox, then original UID.

@@ -296,6 +296,11 @@ async fn undelete_through_the_running_service_and_directly() {
     assert!(listed.ok && !listed.offline, "{listed:?}");
     assert_eq!(listed.messages.len(), 2);
     assert_eq!(listed.messages[0].mailbox, "INBOX");
+    // Each listed message says what it is, from its header.
+    assert_eq!(
+        (listed.messages[0].subject.as_str(), listed.messages[0].from.as_str()),
+        ("fill", "Chris <chris@bar.example>")
+    );
     let unknown = Request::Undelete { account: "nobody@example.org".into(), filter: Filter::default(), list: true };
     let answer = {
         let data = data.clone();

@@ -1103,6 +1103,9 @@ pub struct UndeleteForm {
     until: String,
 }
 
+/// Rows the Undelete page shows (about 100 KB); the restore acts on every message listed.
+const UNDELETE_ROWS: usize = 250;
+
 async fn undelete_markup(st: &St, a: &Authed, f: &UndeleteForm, err: Option<&OpError>) -> Markup {
     let listing = if f.account.trim().is_empty() || err.is_some() {
         None
@@ -1150,10 +1153,23 @@ async fn undelete_markup(st: &St, a: &Authed, f: &UndeleteForm, err: Option<&OpE
                 h2 { (messages.len()) " restorable messages" }
                 @if !messages.is_empty() {
                     table {
-                        thead { tr { th scope="col" { "Expunged" } th scope="col" { "Mailbox" } th scope="col" { "UID" } th scope="col" { "Size" } th scope="col" { "Reason" } th scope="col" { "Purged after" } } }
+                        thead {
+                            tr {
+                                th scope="col" { "Subject" } th scope="col" { "From" } th scope="col" { "Date" }
+                                th scope="col" { "Expunged" } th scope="col" { "Mailbox" } th scope="col" { "UID" }
+                                th scope="col" { "Size" } th scope="col" { "Reason" } th scope="col" { "Purged after" }
+                            }
+                        }
                         tbody {
-                            @for m in messages.iter().take(1000) {
+                            @for m in messages.iter().take(UNDELETE_ROWS) {
                                 tr {
+                                    // Read from the message's header by the store: untrusted
+                                    // text, escaped by maud like everything else.
+                                    td.subject title=(m.message_id) {
+                                        @if m.subject.is_empty() { span.muted { "(no subject)" } } @else { (m.subject) }
+                                    }
+                                    td { (m.from) }
+                                    td { (m.date) }
                                     td { (when(m.expunged_at)) }
                                     td { (m.mailbox) }
                                     td.num { (m.uid) }
@@ -1164,7 +1180,9 @@ async fn undelete_markup(st: &St, a: &Authed, f: &UndeleteForm, err: Option<&OpE
                             }
                         }
                     }
-                    @if messages.len() > 1000 { p.muted { "Showing the first 1000." } }
+                    @if messages.len() > UNDELETE_ROWS {
+                        p.muted { "Showing the first " (UNDELETE_ROWS) " of " (messages.len()) ": narrow the mailbox or the dates to see the others. Restore acts on all " (messages.len()) "." }
+                    }
                     form method="post" action="/undelete" {
                         (csrf(a))
                         input type="hidden" name="account" value=(f.account);

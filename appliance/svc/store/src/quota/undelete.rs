@@ -4,8 +4,9 @@
 //!
 //! One request line, one response line:
 //! `{"op":"undelete","account":"a@example.org","filter":{"mailbox":"INBOX","since":1700000000,"until":null},"list":true}`
-//! answers `{"ok":true,"account":...,"messages":[...]}` (the retained messages, or with
-//! `"list":false` the ones restored, each with its new mailbox and UID) or
+//! answers `{"ok":true,"account":...,"messages":[...]}` (the retained messages, each with the
+//! Date, From, Subject and Message-ID of its header, or with `"list":false` the ones restored,
+//! each with its new mailbox and UID) or
 //! `{"ok":false,"error":"..."}`. When no store service answers on the socket, the command
 //! opens the store itself (taking the store lock, so it can never race a running server),
 //! as `hermes deliver` does.
@@ -19,6 +20,8 @@
 //! - A restore is durable (one change-log record) before the response says ok; sessions of
 //!   the user see the messages as new mail through the store's change notices.
 //! - Errors name the account or the filter, never a path or an internal detail.
+//! - A listing decompresses only each message's header (at most [`MAX_HEADER_READ`] bytes);
+//!   a message whose header cannot be read is listed with empty header fields.
 
 use anyhow::{Context as _, bail};
 use hermes_core::config::{Config, StoreSettings};
@@ -30,8 +33,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 
 /// Longest request line: an address, a mailbox name (at most 1 KiB) and two times.
 pub const MAX_REQUEST: u64 = 16 * 1024;
-/// Longest response the client reads: about a million retained messages in JSON.
+/// Longest response the client reads: at least 200,000 retained messages in JSON, each with
+/// its header fields at their longest (about 2.5 KiB), and about a million typical ones.
 pub const MAX_RESPONSE: u64 = 512 * 1024 * 1024;
+/// Most characters kept of each header field a listing shows (`date`, `from`, `subject`,
+/// `message_id`).
+pub const MAX_FIELD_CHARS: usize = 200;
+/// Most bytes of a retained message decompressed to find its header fields: a header longer
+/// than this is read only that far (fields past it are left empty).
+pub const MAX_HEADER_READ: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -107,6 +117,19 @@ pub struct Entry {
     pub expires_at: i64,
     pub size: u64,
     pub flags: Vec<String>,
+    /// Listed only (a restore leaves them empty), read from the message's header: its `Date`
+    /// as written, `From` and `Subject` with RFC 2047 encoded-words decoded, and `Message-ID`;
+    /// unfolded, control characters made spaces, each at most [`MAX_FIELD_CHARS`] characters
+    /// (cut ones end in `…`). Empty (and left out of the JSON) when the header has no such
+    /// field or the message could not be read (the listing still answers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub date: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message_id: String,
     /// Restored only: where it is now (mailbox, UIDVALIDITY, new UID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_to: Option<String>,
@@ -164,6 +187,10 @@ fn entry(m: &RetainedMessage) -> Entry {
         expires_at: m.expires_at,
         size: m.size,
         flags: m.flags.clone(),
+        date: String::new(),
+        from: String::new(),
+        subject: String::new(),
+        message_id: String::new(),
         restored_to: None,
         uidvalidity: None,
         new_uid: None,
@@ -200,7 +227,14 @@ pub fn execute(store: &Store, directory: &Directory, settings: &StoreSettings, r
     let listed = user.list_retained(&filter);
     let mut response = Response { ok: true, account: found.address.clone(), listed: *list, ..Response::default() };
     if *list {
-        response.messages = listed.iter().map(entry).collect();
+        response.messages = listed
+            .iter()
+            .map(|m| {
+                let mut e = entry(m);
+                describe(&user, m, &mut e);
+                e
+            })
+            .collect();
         return response;
     }
     let restored = match user.undelete(&filter) {
@@ -226,6 +260,10 @@ pub fn execute(store: &Store, directory: &Directory, settings: &StoreSettings, r
                     expires_at: 0,
                     size: 0,
                     flags: Vec::new(),
+                    date: String::new(),
+                    from: String::new(),
+                    subject: String::new(),
+                    message_id: String::new(),
                     restored_to: None,
                     uidvalidity: None,
                     new_uid: None,
@@ -239,6 +277,66 @@ pub fn execute(store: &Store, directory: &Directory, settings: &StoreSettings, r
         })
         .collect();
     response
+}
+
+/// Fills `e`'s header fields from the retained message's header (only the header is
+/// decompressed, at most [`MAX_HEADER_READ`] bytes). A message that cannot be read (purged
+/// meanwhile, a damaged file) keeps them empty: one bad message never fails the listing.
+fn describe(user: &hermes_store::UserStore, m: &RetainedMessage, e: &mut Entry) {
+    let head = match user.read_retained_header(m.mailbox, m.uid, MAX_HEADER_READ) {
+        Ok(h) => h,
+        Err(StoreError::NoSuchMessage) => return,
+        Err(err) => {
+            tracing::warn!(mailbox = %m.mailbox_name, uid = m.uid, error = %err, "retained message header unreadable");
+            return;
+        }
+    };
+    let fields = header_fields(&head);
+    e.date = fields.date;
+    e.from = fields.from;
+    e.subject = fields.subject;
+    e.message_id = fields.message_id;
+}
+
+/// What a listing shows of one message's header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderFields {
+    pub date: String,
+    pub from: String,
+    pub subject: String,
+    pub message_id: String,
+}
+
+/// `Date`, `From` (decoded), `Subject` (decoded) and `Message-ID` of the header at the start of
+/// `raw` (the first of each; absent ones empty), each unfolded and bounded (see [`Entry`]).
+pub fn header_fields(raw: &[u8]) -> HeaderFields {
+    use hermes_proto::mime::decode::rfc2047;
+    use hermes_proto::mime::header::{first_unfolded, header_block};
+    let block = header_block(raw);
+    let plain = |name: &str| first_unfolded(block, name).map(|v| bounded(&String::from_utf8_lossy(&v)));
+    let decoded = |name: &str| first_unfolded(block, name).map(|v| bounded(&rfc2047(&v)));
+    HeaderFields {
+        date: plain("Date").unwrap_or_default(),
+        from: decoded("From").unwrap_or_default(),
+        subject: decoded("Subject").unwrap_or_default(),
+        message_id: plain("Message-ID").unwrap_or_default(),
+    }
+}
+
+/// `text` with control characters as spaces, trimmed, cut to [`MAX_FIELD_CHARS`] characters.
+fn bounded(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.trim().chars().enumerate() {
+        if n + 1 == MAX_FIELD_CHARS && text.trim().chars().nth(MAX_FIELD_CHARS).is_some() {
+            out.push('…');
+            break;
+        }
+        // Control characters and bidirectional overrides could reorder or hide what a
+        // terminal or a page shows next to the field.
+        let hidden = c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        out.push(if hidden { ' ' } else { c });
+    }
+    out.trim_end().to_string()
 }
 
 /// The `usage` op: live and retained totals (O(1) per loaded user) for each known account.
@@ -362,6 +460,13 @@ pub fn render(r: &Response) -> String {
                 e.reason,
                 e.flags.join(" ")
             ));
+            let or_none = |t: &str| if t.is_empty() { "(none)".to_string() } else { t.to_string() };
+            s.push_str(&format!("    Subject: {}\n", or_none(&e.subject)));
+            s.push_str(&format!("    From: {}\n", or_none(&e.from)));
+            s.push_str(&format!("    Date: {}\n", or_none(&e.date)));
+            if !e.message_id.is_empty() {
+                s.push_str(&format!("    Message-ID: {}\n", e.message_id));
+            }
         }
         s.push_str(&format!("{} restorable messages for {}\n", r.messages.len(), r.account));
     } else {
@@ -448,6 +553,34 @@ mod tests {
         assert_eq!(parse_time("2023-11-14", true).unwrap(), 1_699_920_000 + 86_400);
         assert!(parse_time("yesterday", false).is_err());
         assert!(parse_time("2023-13-01", false).is_err());
+    }
+
+    #[test]
+    fn header_fields_are_decoded_and_bounded() {
+        let raw = b"Received: x\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nFrom: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= <r@reg.example>\r\n\
+Subject: =?utf-8?B?w4RuZGVydW5n?= an\r\n der Domain\x1b[31m\r\nMessage-ID: <a@b>\r\n\r\nSubject: body\r\n";
+        let f = header_fields(raw);
+        assert_eq!(f.date, "Tue, 24 Nov 2026 10:00:00 +0000");
+        assert_eq!(f.from, "Grüße <r@reg.example>");
+        assert_eq!(f.subject, "Änderung an der Domain [31m");
+        assert_eq!(f.message_id, "<a@b>");
+        assert_eq!(header_fields(b"\r\nSubject: not a header\r\n"), HeaderFields::default());
+        assert_eq!(header_fields(b"garbage without colon\n\xff\xfe"), HeaderFields::default());
+        let long = format!("Subject: {}\n\n", "é".repeat(5000));
+        let s = header_fields(long.as_bytes()).subject;
+        assert_eq!(s.chars().count(), MAX_FIELD_CHARS);
+        assert!(s.ends_with('…'));
+        assert_eq!(header_fields(b"Subject: a\xe2\x80\xaeb\n\n").subject, "a b");
+    }
+
+    #[test]
+    fn old_entries_still_parse() {
+        let e: Entry = serde_json::from_str(
+            r#"{"mailbox":"INBOX","uid":3,"reason":"expunged","expunged_at":1,"expires_at":2,"size":9,"flags":[]}"#,
+        )
+        .unwrap();
+        assert_eq!((e.subject.as_str(), e.from.as_str(), e.date.as_str()), ("", "", ""));
+        assert!(!serde_json::to_string(&e).unwrap().contains("subject"));
     }
 
     #[test]
