@@ -233,6 +233,36 @@ pub fn take_down() {
 mod tests {
     use super::*;
 
+    /// What a power cut mid-write leaves on FAT (the dirty bit, a cluster allocated in the first
+    /// FAT only, the FATs differing) is repaired by [`check_esp`] with the real fsck.fat, after
+    /// which the file system is clean and a second check says nothing.
+    #[test]
+    fn a_dirty_fat_is_repaired_before_the_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("esp.img");
+        let made = std::process::Command::new("mkfs.fat")
+            .args(["-C", "-F", "16", "-n", "HERMES-ESP"])
+            .arg(&img)
+            .arg("16384")
+            .output()
+            .expect("mkfs.fat (dosfstools) is installed by scripts/test.sh");
+        assert!(made.status.success(), "{made:?}");
+        let path = img.to_str().unwrap();
+        assert_eq!(check_esp(path), None, "a fresh file system is clean");
+        let mut b = std::fs::read(&img).unwrap();
+        let bytes_per_sector = u16::from_le_bytes([b[11], b[12]]) as usize;
+        let reserved = u16::from_le_bytes([b[14], b[15]]) as usize;
+        let cluster = 200;
+        let at = reserved * bytes_per_sector + cluster * 2;
+        b[at..at + 2].copy_from_slice(&0xFFFFu16.to_le_bytes());
+        b[37] |= 1; // FAT16's "not cleanly unmounted" bit
+        std::fs::write(&img, b).unwrap();
+        let line = check_esp(path).expect("the damage is reported");
+        assert!(line.contains("repaired"), "{line}");
+        assert!(line.contains("Dirty bit") || line.contains("FATs differ") || line.contains("Reclaimed"), "{line}");
+        assert_eq!(check_esp(path), None, "repaired: clean at the next check");
+    }
+
     #[test]
     fn fat32_label() {
         let mut b = vec![0u8; 512];
