@@ -28,6 +28,8 @@
 //! `console.log`, `qemu.log` and the command line is kept after the run, so a failure can be
 //! read afterwards; every wait has a deadline and fails with the last console lines.
 
+pub mod https;
+
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -39,11 +39,11 @@
 
 #![allow(clippy::unwrap_used, reason = "tests may unwrap: a panic is the failure report")]
 
+use hermes_qemu::https::{Admin, HTTP_TIMEOUT, bearer, connect, server_cert, tls_stream};
 use hermes_qemu::{BootConfig, Machine};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Boot to ready under TCG: the issue's target is 20 s; allow for a busy 2-core machine and 16
@@ -52,8 +52,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The trial's grace period (30 s) plus slack.
 const MARK_GOOD_TIMEOUT: Duration = Duration::from_secs(150);
 const PASSWORD: &str = "correct-horse-battery";
-/// An admin API call that init answers at once.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -159,7 +157,7 @@ fn unprovisioned_box_runs_only_the_admin_ui_then_raid10_from_the_admin_api_keeps
     //    RAID10 over all 16 bays with 2 spares (256 MiB of each disk, as hw_raid.rs); init runs
     //    the provisioning as root and reboots.
     let admin_port = m.port("admin").unwrap();
-    let admin = Admin::setup(admin_port, &token);
+    let admin = Admin::setup(admin_port, &token, PASSWORD);
     // Set up on RAM, to be found again on the array: an API token, a domain, the certificate.
     let api_token = admin.create_api_token("provisioning test");
     let (code, _, body) = bearer(admin_port, &api_token, "POST", "/api/domains", br#"{"domain": "example.org"}"#);
@@ -200,7 +198,7 @@ fn unprovisioned_box_runs_only_the_admin_ui_then_raid10_from_the_admin_api_keeps
     assert!(body.contains("\"example.org\""), "{body}");
     assert_eq!(server_cert(admin_port), cert_on_ram, "the certificate changed across provisioning");
     // The session ended with the reboot; the password made on RAM signs in.
-    let admin = Admin::login(admin_port);
+    let admin = Admin::login(admin_port, PASSWORD);
     m.console("hermes account add alice@example.org --password-stdin", &[PASSWORD], Duration::from_secs(60)).unwrap();
 
     m.send_line("status").unwrap();
@@ -228,7 +226,7 @@ fn unprovisioned_box_runs_only_the_admin_ui_then_raid10_from_the_admin_api_keeps
     assert_eq!(subjects.len(), 2, "{subjects:?}");
 
     // 5. Factory reset through the admin API (sessions end with a reboot: sign in again).
-    let admin = Admin::login(admin_port);
+    let admin = Admin::login(admin_port, PASSWORD);
     let (code, body) = admin.get("/api/system");
     assert_eq!(code, 200, "{body}");
     let hostname = serde_json::from_str::<serde_json::Value>(&body).unwrap()["hostname"].as_str().unwrap().to_string();
@@ -316,20 +314,6 @@ fn slot_entries(disk: &std::path::Path) -> Vec<String> {
         .filter_map(|l| l.trim().rsplit('/').next().map(str::to_string))
         .filter(|l| !l.is_empty())
         .collect()
-}
-
-fn connect(port: u16) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                return s;
-            }
-            Err(e) if Instant::now() > deadline => panic!("cannot connect to 127.0.0.1:{port}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 /// Reads one SMTP/LMTP reply (all its lines); returns the last line.
@@ -430,239 +414,4 @@ fn imaps_login_ok(port: u16, user: &str, password: &str) -> bool {
     tls.write_all(format!("a LOGIN {user} \"{password}\"\r\n").as_bytes()).unwrap();
     let answer = read_until(&mut tls, "a ");
     answer.starts_with("a OK")
-}
-
-fn tls_stream(port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert))
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("hermes").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    rustls::StreamOwned::new(conn, connect(port))
-}
-
-/// The admin UI over HTTPS through the forwarded port 8443, as a browser would use it: the
-/// session cookie, the CSRF token (`X-CSRF-Token` for the JSON API) and this origin.
-struct Admin {
-    port: u16,
-    cookie: String,
-    csrf: String,
-}
-
-impl Admin {
-    fn anonymous(port: u16) -> Admin {
-        Admin { port, cookie: String::new(), csrf: String::new() }
-    }
-
-    /// One request on a fresh connection (`Connection: close`): status, head, body.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        extra: &[(&str, &str)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> (u16, String, String) {
-        let mut tls = tls_stream(self.port);
-        tls.sock.set_read_timeout(Some(timeout)).unwrap();
-        let host = format!("127.0.0.1:{}", self.port);
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-        if !self.cookie.is_empty() {
-            req.push_str(&format!("Cookie: {}\r\n", self.cookie));
-        }
-        if method != "GET" {
-            req.push_str(&format!("Origin: https://{host}\r\nContent-Length: {}\r\n", body.len()));
-        }
-        for (k, v) in extra {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        tls.write_all(req.as_bytes()).unwrap();
-        tls.write_all(body).unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match tls.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                // A peer that closes without close_notify: what came is the answer.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => panic!("{method} {path}: {e} after {:?}", String::from_utf8_lossy(&raw)),
-            }
-        }
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, head.to_string(), body.to_string())
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let (code, _, body) = self.request("GET", path, &[], b"", HTTP_TIMEOUT);
-        (code, body)
-    }
-
-    fn get_head(&self, path: &str) -> (u16, String) {
-        let (code, head, _) = self.request("GET", path, &[], b"", HTTP_TIMEOUT);
-        (code, head)
-    }
-
-    fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
-        let body = fields.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect::<Vec<_>>().join("&");
-        self.request(
-            "POST",
-            path,
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            body.as_bytes(),
-            HTTP_TIMEOUT,
-        )
-    }
-
-    fn post_json(&self, path: &str, value: &serde_json::Value, timeout: Duration) -> (u16, String) {
-        let body = serde_json::to_vec(value).unwrap();
-        let (code, _, text) = self.request(
-            "POST",
-            path,
-            &[("Content-Type", "application/json"), ("X-CSRF-Token", &self.csrf)],
-            &body,
-            timeout,
-        );
-        (code, text)
-    }
-
-    /// Loads `path` (a sign-in or setup form) and posts `fields` with its CSRF token and
-    /// cookie; returns the signed-in session.
-    fn sign_in(port: u16, path: &str, fields: &[(&str, &str)]) -> Admin {
-        let mut a = Admin::anonymous(port);
-        let (code, head, body) = a.request("GET", path, &[], b"", HTTP_TIMEOUT);
-        assert_eq!(code, 200, "GET {path}: {head}");
-        a.cookie = cookie(&head, "__Host-hermes_pre").map(|v| format!("__Host-hermes_pre={v}")).unwrap_or_default();
-        let csrf = csrf_field(&body);
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        let (code, head, body) = a.post_form(path, &all);
-        assert_eq!(code, 303, "POST {path}: {head}\n{body}");
-        let session = cookie(&head, "__Host-hermes_admin").expect("a session cookie");
-        a.cookie = format!("__Host-hermes_admin={session}");
-        let (code, body) = a.get("/");
-        assert_eq!(code, 200, "{body}");
-        a.csrf = csrf_field(&body);
-        a
-    }
-
-    /// The first-boot setup with the console's token: the admin `root` with [`PASSWORD`].
-    fn setup(port: u16, token: &str) -> Admin {
-        Admin::sign_in(
-            port,
-            "/setup",
-            &[("token", token), ("name", "root"), ("new_password", PASSWORD), ("confirm", PASSWORD)],
-        )
-    }
-
-    /// Makes an API token on the Tokens page (as a browser); returns it (`hat_...`, shown once).
-    fn create_api_token(&self, name: &str) -> String {
-        let (code, head, body) = self.post_form("/tokens", &[("csrf", &self.csrf), ("name", name)]);
-        assert_eq!(code, 200, "POST /tokens: {head}\n{body}");
-        let i = body.find("hat_").expect("the new token on the page");
-        body[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect()
-    }
-
-    fn login(port: u16) -> Admin {
-        Admin::sign_in(port, "/login", &[("name", "root"), ("password", PASSWORD)])
-    }
-}
-
-/// One JSON API request with an API token (`Authorization: Bearer`): status, head, body.
-fn bearer(port: u16, token: &str, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
-    let auth = format!("Bearer {token}");
-    Admin::anonymous(port).request(
-        method,
-        path,
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
-        body,
-        HTTP_TIMEOUT,
-    )
-}
-
-/// The DER of the certificate the admin UI presents.
-fn server_cert(port: u16) -> Vec<u8> {
-    let mut tls = tls_stream(port);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
-    tls.conn.peer_certificates().and_then(|c| c.first()).expect("a server certificate").to_vec()
-}
-
-fn cookie(head: &str, name: &str) -> Option<String> {
-    head.lines().filter_map(|l| l.split_once(':')).filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).find_map(
-        |(_, v)| {
-            v.trim().strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap_or("").to_string())
-        },
-    )
-}
-
-fn csrf_field(body: &str) -> String {
-    let i = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    body[i..].split('"').next().unwrap().to_string()
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// The appliance starts with a self-signed certificate; this test checks mail, not PKI.
-#[derive(Debug)]
-struct AcceptAnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
 }

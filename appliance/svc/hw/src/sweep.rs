@@ -220,20 +220,6 @@ fn parse_stat_cpu_ms(stat: &str) -> Option<u64> {
     Some((utime + stime) * 10)
 }
 
-#[cfg(test)]
-mod cost_tests {
-    use super::*;
-
-    #[test]
-    fn cpu_time_comes_from_proc_stat_fields_14_and_15() {
-        let line = "4242 (hermes (hw) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 37 5 0 0 20 0 3 0 99 1000 50";
-        assert_eq!(parse_stat_cpu_ms(line), Some(420));
-        assert_eq!(parse_stat_cpu_ms("garbage"), None);
-        assert_eq!(parse_stat_cpu_ms("1 (x) S 1"), None);
-        assert!(process_cpu_ms().is_some(), "this process's own stat is readable");
-    }
-}
-
 fn identity(dev: &BlockDevice, r: &Readings) -> (Option<String>, Option<String>, Option<String>, Option<u64>) {
     match r {
         Readings::Ata(a) => match &a.identity {
@@ -375,3 +361,17 @@ pub fn scrubs(sh: &Shared) {
 
 /// How long to wait for a self-test start command (the disk only acknowledges it).
 pub const SELFTEST_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod cost_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_comes_from_proc_stat_fields_14_and_15() {
+        let line = "4242 (hermes (hw) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 37 5 0 0 20 0 3 0 99 1000 50";
+        assert_eq!(parse_stat_cpu_ms(line), Some(420));
+        assert_eq!(parse_stat_cpu_ms("garbage"), None);
+        assert_eq!(parse_stat_cpu_ms("1 (x) S 1"), None);
+        assert!(process_cpu_ms().is_some(), "this process's own stat is readable");
+    }
+}
