@@ -19,7 +19,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 failed=()
 summary=()
 
-step() { printf '\n=== %s ===\n' "$*"; }
+# Each step says when it started (seconds since this script did): CI must stay under 30 minutes,
+# and these are the figures to trim by.
+step() { printf '\n=== %s === (at %d s)\n' "$*" "$SECONDS"; }
 
 # --- 1. system packages -----------------------------------------------------------------------
 step "system packages"
@@ -148,6 +150,7 @@ if [ "$rc" -ne 0 ]; then failed+=("pytest (exit $rc)"); fi
 
 step "summary"
 for s in "${summary[@]}"; do echo "$s"; done
+echo "total: $((SECONDS / 60)) min $((SECONDS % 60)) s"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"
 fi
